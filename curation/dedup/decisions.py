@@ -1,0 +1,58 @@
+"""The decisions table shared by every dedup kind, and applying it to scored rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from curation.schema import DupKind, RejectReason, Stage, Status
+from curation.stages.base import set_column
+
+DECISION_SCHEMA = pa.schema([("key", pa.string()), ("dup_of", pa.string()), ("dup_kind", pa.string())])
+
+REASON_FOR_KIND = {DupKind.EXACT.value: RejectReason.EXACT_DUPLICATE}
+
+
+def empty_decisions() -> pa.Table:
+    return DECISION_SCHEMA.empty_table()
+
+
+def pick_survivor(keys: list[str], quality: list[float | None]) -> int:
+    """Index of the member kept in a duplicate group: highest quality, ties broken by smallest key."""
+    scored = [(-(q if q is not None and q == q else -np.inf), k, i) for i, (k, q) in enumerate(zip(keys, quality))]
+    return min(scored)[2]
+
+
+def group_decisions(keys: list[str], quality: list[float | None], kind: DupKind) -> pa.Table:
+    """Decisions for one duplicate group: every member but the survivor is a duplicate of it."""
+    if len(keys) < 2:
+        return empty_decisions()
+    survivor = pick_survivor(keys, quality)
+    dups = [k for i, k in enumerate(keys) if i != survivor]
+    return pa.table(
+        {"key": dups, "dup_of": [keys[survivor]] * len(dups), "dup_kind": [kind.value] * len(dups)},
+        schema=DECISION_SCHEMA,
+    )
+
+
+def apply_decisions(table: pa.Table, decisions: dict[str, tuple[str, str]]) -> pa.Table:
+    """Mark rows named in `decisions` (key -> (dup_of, dup_kind)) as rejected duplicates."""
+    keys = table.column("key").to_pylist()
+    status = table.column("status").to_pylist()
+    reasons = table.column("reject_reason").to_pylist()
+    stages = table.column("reject_stage").to_pylist()
+    dup_of = [None] * len(keys)
+    dup_kind = [None] * len(keys)
+    for i, key in enumerate(keys):
+        decision = decisions.get(key)
+        if decision is None or status[i] != Status.KEPT.value:
+            continue
+        dup_of[i], dup_kind[i] = decision
+        status[i] = Status.REJECTED.value
+        reasons[i] = REASON_FOR_KIND[decision[1]].value
+        stages[i] = Stage.DEDUP.value
+    table = set_column(table, "dup_of", dup_of, pa.string())
+    table = set_column(table, "dup_kind", dup_kind, pa.string())
+    table = set_column(table, "status", status, pa.string())
+    table = set_column(table, "reject_reason", reasons, pa.string())
+    return set_column(table, "reject_stage", stages, pa.string())

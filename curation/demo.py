@@ -1,0 +1,36 @@
+"""`curate demo`: generate a small synthetic world, curate it with pipelines/demo.yaml, print the funnel."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from curation.config import load_config
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
+
+
+def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    from curation.runner import run_job
+    from curation.synth import generate
+
+    started = time.time()
+    root = root.resolve()
+    input_dir, output_dir = root / "input", root / "curated"
+    truth_path = input_dir / "truth.json"
+    if not truth_path.exists() or json.loads(truth_path.read_text()).get("rows") != rows:
+        log(f"generating {rows} synthetic image-text pairs in {input_dir} ...")
+        generate(str(input_dir), rows=rows, seed=seed, fmt="webdataset")
+    cfg = load_config(DEMO_CONFIG if DEMO_CONFIG.exists() else None)
+    log(f"curating with {DEMO_CONFIG.name if DEMO_CONFIG.exists() else 'built-in defaults'} ...")
+    result = run_job(cfg, str(input_dir), str(output_dir), log=log)
+    f = result.manifest["funnel"]
+    log("")
+    log(f"funnel: input {f['input']}  kept {f['kept']}  rejected {f['rejected']}")
+    for reason, count in f["rejected_by_reason"].items():
+        log(f"  rejected {reason:<26} {count}")
+    log(f"output: {output_dir}/kept/*.parquet  (rejected/, _manifest.json beside it)")
+    log(f"done in {time.time() - started:.0f} s")
+    return result.manifest

@@ -1,0 +1,1 @@
+"""Storage: listing input shards, reading records, committing output files. Knows nothing of stages."""

@@ -1,0 +1,159 @@
+"""The job's per-shard work and its files, with no Ray in sight: the runner schedules these functions.
+
+Layout (see DESIGN.md):
+  <work>/job.json                     config digest and inputs of the run using this work dir
+  <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed)
+  <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
+  <out>/kept/part-<shard>.parquet     phase 3 output, rows sorted by key
+  <out>/rejected/part-<shard>.parquet
+  <out>/_manifest.json, <out>/_SUCCESS (last)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.config import Config
+from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
+from curation.errors import UserError
+from curation.io.commit import Location, parquet_bytes, read_parquet
+from curation.io.readers import read_shard
+from curation.io.sources import Shard
+from curation.schema import Status, conform, record_schema
+from curation.stages.base import BatchStage, set_column
+
+SHARD_ROWS = "_shard_rows"  # internal column: rows the reader found in the row's shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobPaths:
+    output_url: str
+    work_url: str
+    storage_options: dict = field(default_factory=dict)
+
+    @property
+    def out(self) -> Location:
+        return Location.of(self.output_url, self.storage_options)
+
+    @property
+    def work(self) -> Location:
+        return Location.of(self.work_url, self.storage_options)
+
+    def scored_name(self, shard_id: str) -> str:
+        return f"scored/{shard_id}.parquet"
+
+
+def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
+    for stage in stages:
+        stage.setup()
+        table = stage.process_batch(table)
+    return table
+
+
+# ---- phase 1: score -------------------------------------------------------------------------------
+
+
+def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+    """Read one shard and run the CPU stages. An empty shard is committed right here."""
+    table = read_shard(shard, paths.storage_options)
+    table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
+    if table.num_rows == 0:
+        commit_scored(shard.shard_id, table, paths, embed_dim)
+        return table
+    return run_stages(stages, table)
+
+
+def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+    """Run the post-embedding filters and commit each complete shard in `table`; returns a summary."""
+    table = run_stages(stages, table)
+    summary = {"shard_id": [], "rows": []}
+    for shard_id in sorted(set(table.column("source").to_pylist())):
+        rows = table.filter(pc.equal(table.column("source"), shard_id))
+        expected = rows.column(SHARD_ROWS)[0].as_py()
+        if rows.num_rows != expected:
+            raise RuntimeError(f"shard {shard_id} arrived split ({rows.num_rows} of {expected} rows)")
+        commit_scored(shard_id, rows, paths, embed_dim)
+        summary["shard_id"].append(shard_id)
+        summary["rows"].append(rows.num_rows)
+    return pa.table(summary, schema=pa.schema([("shard_id", pa.string()), ("rows", pa.int64())]))
+
+
+def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
+    scored = conform(table, record_schema(embed_dim)).sort_by("key")
+    paths.work.write_bytes(parquet_bytes(scored, compression="zstd"), paths.scored_name(shard_id))
+
+
+# ---- phase 2: dedup input and decisions -----------------------------------------------------------
+
+
+def decisions_table(tables: list[pa.Table]) -> pa.Table:
+    """Sort the decisions from all groups into one table, with the source shard for per-shard reads."""
+    table = pa.concat_tables([t.cast(DECISION_SCHEMA) for t in tables]) if tables else DECISION_SCHEMA.empty_table()
+    source = pc.list_element(pc.split_pattern(table.column("key"), "/", max_splits=1), 0)
+    return table.append_column("source", source).sort_by([("source", "ascending"), ("key", "ascending")])
+
+
+def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]:
+    table = read_parquet(paths.work, "decisions.parquet")
+    table = table.filter(pc.equal(table.column("source"), shard_id))
+    return {k: (d, kind) for k, d, kind in zip(*(table.column(c).to_pylist() for c in ("key", "dup_of", "dup_kind")))}
+
+
+# ---- phase 3: write -------------------------------------------------------------------------------
+
+
+def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths) -> dict:
+    """Apply decisions to one scored shard and commit its kept/ and rejected/ files."""
+    table = read_parquet(paths.work, paths.scored_name(shard_id))
+    table = apply_decisions(table, load_decisions(paths, shard_id))
+    if not cfg.output.keep_images:
+        table = set_column(table, "image", pa.nulls(table.num_rows, pa.binary()))
+    table = table.sort_by("key")
+    result = {"shard_id": shard_id, "rows": table.num_rows, "reasons": {}}
+    for status in Status:
+        part = table.filter(pc.equal(table.column("status"), status.value))
+        data = parquet_bytes(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
+        result[status.value] = part.num_rows
+        result[f"{status.value}_sha256"] = paths.out.write_bytes(data, status.value, f"part-{shard_id}.parquet")
+        if status is Status.REJECTED:
+            result["reasons"] = dict(Counter(part.column("reject_reason").to_pylist()))
+    return result
+
+
+# ---- job bookkeeping ------------------------------------------------------------------------------
+
+
+def check_or_claim_work_dir(paths: JobPaths, digest: str, shards: list[Shard]) -> int:
+    """Make sure the work dir belongs to this job (same config, same inputs); returns the attempt number."""
+    inputs = [s.url for s in shards]
+    if paths.work.exists("job.json"):
+        job = json.loads(paths.work.read_bytes("job.json"))
+        if job["config_digest"] != digest or job["inputs"] != inputs:
+            raise UserError(
+                f"{paths.work_url} holds an unfinished run with another config or inputs: "
+                "use a new --output, or delete that directory to start over"
+            )
+        attempt = job["attempt"] + 1
+    else:
+        attempt = 1
+    job = {"config_digest": digest, "inputs": inputs, "attempt": attempt}
+    paths.work.write_bytes(json.dumps(job, indent=2).encode(), "job.json")
+    return attempt
+
+
+def funnel(input_rows: int, shard_results: list[dict]) -> dict:
+    reasons: Counter = Counter()
+    for result in shard_results:
+        reasons.update(result["reasons"])
+    kept = sum(r[Status.KEPT.value] for r in shard_results)
+    return {
+        "input": input_rows,
+        "kept": kept,
+        "rejected": sum(r[Status.REJECTED.value] for r in shard_results),
+        "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }

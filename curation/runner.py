@@ -1,0 +1,254 @@
+"""The one Ray runner: schedules the job's phases on Ray Data. The only module that imports ray.
+
+Phase 1 (score) streams input shards through read+decode+basic tasks, an embedding actor pool and
+a commit task, one Ray block per input shard, skipping shards already committed. Phase 2 (dedup)
+reads only the small columns of the scored shards and groups them by hash. Phase 3 (write) turns
+each scored shard plus the decisions into kept/ and rejected/ files; then the manifest; then _SUCCESS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import __version__
+from curation.config import Config
+from curation.dedup.exact import exact_group_decisions
+from curation.errors import UserError
+from curation.io.sources import Shard, list_shards
+from curation.job import (
+    JobPaths,
+    check_or_claim_work_dir,
+    decisions_table,
+    finish_scoring,
+    funnel,
+    read_and_prepare,
+    write_final_shard,
+)
+from curation.io.commit import parquet_bytes
+from curation.models.clip import model_info
+from curation.plan import StagePlan
+from curation.schema import Status
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+import ray  # noqa: E402
+from ray.data import ActorPoolStrategy, DataContext  # noqa: E402
+from ray.data.context import ShuffleStrategy  # noqa: E402
+
+LARGE_BLOCK = 4 << 30  # one input shard is one block: never split it
+
+
+@dataclass
+class JobResult:
+    output_url: str
+    manifest: dict
+    already_complete: bool = False
+
+
+class _StageActor:
+    """Holds one stage per actor: its model loads once, in the constructor."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.stage.process_batch(batch) if batch.num_rows else batch
+
+
+def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
+    started = time.time()
+    paths = JobPaths(output_url=output_url, work_url=cfg.run.work_dir or f"{output_url.rstrip('/')}/_work")
+    shards = list_shards(input_url, cfg.input.format)
+    digest = cfg.digest()
+    done = _completed_manifest(paths, digest, shards)
+    if done is not None:
+        log(f"{output_url} already holds this job's complete output; nothing to do")
+        return JobResult(output_url=output_url, manifest=done, already_complete=True)
+    paths.out.remove("_SUCCESS")
+    attempt = check_or_claim_work_dir(paths, digest, shards)
+    info = model_info(cfg.model)
+    plan = StagePlan.build(cfg, info)
+    _init_ray(cfg)
+    timings: dict[str, float] = {}
+
+    t = time.time()
+    pending = [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
+    if len(pending) < len(shards):
+        log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
+    _score(pending, plan, paths, info.embed_dim, cfg, log)
+    timings["score_s"] = round(time.time() - t, 3)
+
+    t = time.time()
+    n_dups = _dedup(shards, paths, cfg)
+    log(f"dedup: {n_dups} duplicates found")
+    timings["dedup_s"] = round(time.time() - t, 3)
+
+    t = time.time()
+    results = _write(shards, cfg, paths)
+    timings["write_s"] = round(time.time() - t, 3)
+    timings["total_s"] = round(time.time() - started, 3)
+
+    manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
+    paths.out.write_bytes(b"", "_SUCCESS")
+    return JobResult(output_url=output_url, manifest=manifest)
+
+
+def _init_ray(cfg: Config) -> None:
+    ctx = DataContext.get_current()
+    ctx.target_max_block_size = LARGE_BLOCK
+    # The sort-based shuffle starts no aggregator actors: far less fixed cost for small groupbys.
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    show = cfg.run.progress if cfg.run.progress is not None else sys.stdout.isatty()
+    ctx.enable_progress_bars = show
+    ctx.enable_operator_progress_bars = show
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    if ray.is_initialized():
+        return
+    address = cfg.run.address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(
+            address=address,
+            num_cpus=None if address else cfg.run.num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            configure_logging=True,
+        )
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach Ray cluster at {address}: {exc}; check run.address / RAY_ADDRESS") from None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: int, cfg: Config, log) -> None:
+    if not pending:
+        return
+    items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
+
+    def read(batch: pa.Table) -> pa.Table:
+        tables = [
+            read_and_prepare(Shard(**row), plan.cpu, paths, embed_dim) for row in batch.to_pylist()
+        ]
+        tables = [t for t in tables if t.num_rows]
+        return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
+
+    def commit(batch: pa.Table) -> pa.Table:
+        return finish_scoring(batch, plan.post, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
+
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", num_cpus=1)
+    ds = ds.map_batches(
+        _StageActor,
+        fn_constructor_kwargs={"stage": plan.embed},
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=cfg.model.actors),
+        num_cpus=cfg.model.num_cpus,
+        num_gpus=cfg.model.num_gpus or None,
+    )
+    ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
+    done = 0
+    for row in ds.iter_rows():
+        done += 1
+        log(f"scored shard {row['shard_id']} ({row['rows']} rows) [{done}/{len(pending)}]")
+
+
+_SUMMARY = pa.schema([("shard_id", pa.string()), ("rows", pa.int64())])
+
+
+def _empty_prepared() -> pa.Table:
+    return pa.table({"source": pa.array([], pa.string())})
+
+
+def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
+    tables: list[pa.Table] = []
+    if cfg.dedup.exact:
+        files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
+        columns = ["key", "sha256", "status", cfg.dedup.quality]
+        ds = ray.data.read_parquet(files, filesystem=_arrow_fs(paths), columns=columns)
+        ds = ds.map_batches(_kept_with_hash, batch_format="pyarrow")
+        groups = ds.groupby("sha256", num_partitions=_partitions(len(shards))).map_groups(
+            exact_group_decisions, fn_kwargs={"quality": cfg.dedup.quality}, batch_format="pyarrow"
+        )
+        tables = [ray.get(ref) for ref in groups.to_arrow_refs()]
+    decisions = decisions_table(tables)
+    paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
+    return decisions.num_rows
+
+
+def _partitions(n_shards: int) -> int:
+    return max(2, min(n_shards, 512))
+
+
+def _kept_with_hash(batch: pa.Table) -> pa.Table:
+    mask = pc.and_(pc.equal(batch.column("status"), Status.KEPT.value), pc.is_valid(batch.column("sha256")))
+    return batch.filter(mask)
+
+
+def _arrow_fs(paths: JobPaths):
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(paths.work.fs))
+
+
+def _write(shards: list[Shard], cfg: Config, paths: JobPaths) -> list[dict]:
+    def write(batch: pa.Table) -> pa.Table:
+        results = [write_final_shard(sid, cfg, paths) for sid in batch.column("shard_id").to_pylist()]
+        return pa.table({"result": [json.dumps(r) for r in results]})
+
+    items = [{"shard_id": s.shard_id} for s in shards]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
+    results = [json.loads(row["result"]) for row in ds.iter_rows()]
+    return sorted(results, key=lambda r: r["shard_id"])
+
+
+def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> dict | None:
+    if not paths.out.exists("_SUCCESS"):
+        return None
+    manifest = json.loads(paths.out.read_bytes("_manifest.json"))
+    if manifest["config_digest"] == digest and [i["url"] for i in manifest["inputs"]] == [s.url for s in shards]:
+        return manifest
+    raise UserError(
+        f"{paths.output_url} already holds a completed run of another config or inputs: choose a new --output"
+    )
+
+
+def _versions() -> dict:
+    names = ("ray", "pyarrow", "torch", "open_clip_torch", "pillow", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"curation": __version__, "python": platform.python_version(), **found}
+
+
+def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
+    by_id = {r["shard_id"]: r for r in results}
+    inputs = [{"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards]
+    return {
+        "format_version": 1,
+        "inputs": inputs,
+        "shards": results,
+        "config": cfg.model_dump(mode="json"),
+        "config_digest": cfg.digest(),
+        "model_id": model_id,
+        "versions": _versions(),
+        "funnel": funnel(sum(i["rows"] for i in inputs), results),
+        "resume": {"attempt": attempt, "shards_scored_in_earlier_attempts": resumed_shards},
+        "timings": timings,
+    }

@@ -1,0 +1,106 @@
+"""The one record schema of the pipeline, and the reasons a row can be rejected.
+
+Every stage reads and writes Arrow batches with (a subset of) these columns. Columns a stage has not
+filled yet are null. `status` and `reject_reason` are on every row: rejected rows are data, never dropped.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pyarrow as pa
+
+
+class Status(str, Enum):
+    KEPT = "kept"
+    REJECTED = "rejected"
+
+
+class Stage(str, Enum):
+    """The stage that rejected a row (`reject_stage`)."""
+
+    READ = "read"
+    DECODE = "decode"
+    BASIC = "basic"
+    EMBED = "embed"
+    CLIP = "clip"
+    HEADS = "heads"
+    DEDUP = "dedup"
+
+
+class RejectReason(str, Enum):
+    # read: the record itself is incomplete
+    MISSING_IMAGE = "missing_image"
+    MISSING_CAPTION = "missing_caption"
+    # decode: the image bytes
+    EMPTY_IMAGE = "empty_image"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    UNDECODABLE_IMAGE = "undecodable_image"
+    # basic: DataComp-style rules
+    CAPTION_TOO_SHORT = "caption_too_short"
+    CAPTION_TOO_FEW_WORDS = "caption_too_few_words"
+    IMAGE_TOO_SMALL = "image_too_small"
+    EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+    # clip: image-text alignment
+    LOW_CLIP_SCORE = "low_clip_score"
+    # dedup
+    EXACT_DUPLICATE = "exact_duplicate"
+
+
+class DupKind(str, Enum):
+    EXACT = "exact"
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float16(), dim)
+
+
+def record_schema(embed_dim: int) -> pa.Schema:
+    """The full record schema; `embed_dim` is the model's embedding width."""
+    emb = embedding_type(embed_dim)
+    return pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("source", pa.string()),
+            pa.field("url", pa.string()),
+            pa.field("caption", pa.string()),
+            pa.field("image", pa.binary()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("sha256", pa.string()),
+            pa.field("phash", pa.uint64()),
+            pa.field("img_emb", emb),
+            pa.field("txt_emb", emb),
+            pa.field("clip_score", pa.float32()),
+            pa.field("unsafe", pa.float32()),
+            pa.field("watermark", pa.float32()),
+            pa.field("aesthetic", pa.float32()),
+            pa.field("lang", pa.string()),
+            pa.field("lang_score", pa.float32()),
+            pa.field("dup_of", pa.string()),
+            pa.field("dup_kind", pa.string()),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reject_reason", pa.string()),
+            pa.field("reject_stage", pa.string()),
+        ]
+    )
+
+
+# Columns the reader produces (the raw record).
+RAW_COLUMNS = ("key", "source", "url", "caption", "image")
+
+# Columns the dedup phase reads from scored shards: small, no image bytes.
+DEDUP_COLUMNS = ("key", "sha256", "phash", "img_emb", "clip_score", "status")
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
