@@ -47,10 +47,18 @@ class RejectReason(str, Enum):
     LOW_CLIP_SCORE = "low_clip_score"
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
+    DUPLICATE_OF_PREVIOUS_REFRESH = "duplicate_of_previous_refresh"
+    EVAL_CONTAMINATION = "eval_contamination"
 
 
 class DupKind(str, Enum):
     EXACT = "exact"
+    NEAR = "near"
+    SEMANTIC = "semantic"
+    PREVIOUS_REFRESH = "previous_refresh"
+    EVAL = "eval"
 
 
 def embedding_type(dim: int) -> pa.DataType:

@@ -10,7 +10,13 @@ from curation.stages.base import set_column
 
 DECISION_SCHEMA = pa.schema([("key", pa.string()), ("dup_of", pa.string()), ("dup_kind", pa.string())])
 
-REASON_FOR_KIND = {DupKind.EXACT.value: RejectReason.EXACT_DUPLICATE}
+REASON_FOR_KIND = {
+    DupKind.EXACT.value: RejectReason.EXACT_DUPLICATE,
+    DupKind.NEAR.value: RejectReason.NEAR_DUPLICATE,
+    DupKind.SEMANTIC.value: RejectReason.SEMANTIC_DUPLICATE,
+    DupKind.PREVIOUS_REFRESH.value: RejectReason.DUPLICATE_OF_PREVIOUS_REFRESH,
+    DupKind.EVAL.value: RejectReason.EVAL_CONTAMINATION,
+}
 
 
 def empty_decisions() -> pa.Table:
