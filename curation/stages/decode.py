@@ -57,7 +57,8 @@ def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | R
     except UnidentifiedImageError:
         return RejectReason.NOT_AN_IMAGE
     except OSError as exc:
-        truncated = "truncated" in str(exc) or "broken data stream" in str(exc)
+        message = str(exc).lower()
+        truncated = "truncated" in message or "broken data stream" in message
         return RejectReason.TRUNCATED_IMAGE if truncated else RejectReason.UNDECODABLE_IMAGE
     except Exception:  # noqa: BLE001 - hostile bytes can raise anything from a codec
         return RejectReason.UNDECODABLE_IMAGE

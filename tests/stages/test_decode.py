@@ -1,0 +1,97 @@
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curation.schema import RejectReason
+from curation.stages.decode import DecodeStage, decode_image
+from curation.io.readers import RAW_SCHEMA
+
+
+def jpeg(width=120, height=80, seed=0, **save_args) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", **save_args)
+    return buf.getvalue()
+
+
+def png(mode="RGBA", size=(50, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128 if mode in ("L", "P", "I;16") else (10, 20, 30, 40)[: len(mode)]).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decodes_to_model_sized_pixels():
+    result = decode_image(jpeg(120, 80), size=64, max_pixels=10**8)
+    assert (result.width, result.height) == (120, 80)
+    assert len(result.pixels) == 64 * 64 * 3
+    assert 0 <= result.phash < 2**64
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", RejectReason.EMPTY_IMAGE),
+        (b"<html><body>404</body></html>", RejectReason.NOT_AN_IMAGE),
+        (b'{"error": "no image"}', RejectReason.NOT_AN_IMAGE),
+        (jpeg()[:400], RejectReason.TRUNCATED_IMAGE),
+        (jpeg()[:2000], RejectReason.TRUNCATED_IMAGE),
+    ],
+    ids=["empty", "html", "json", "truncated-header", "truncated-scan"],
+)
+def test_bad_bytes_get_a_reason(data, reason):
+    assert decode_image(data, size=64, max_pixels=10**8) == reason
+
+
+def test_decompression_bomb_is_its_own_reason():
+    assert decode_image(jpeg(200, 200), size=64, max_pixels=100 * 100) == RejectReason.DECOMPRESSION_BOMB
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
+def test_other_modes_decode_to_rgb(mode):
+    if mode == "CMYK":
+        buf = io.BytesIO()
+        Image.new("CMYK", (40, 40), (0, 50, 100, 0)).save(buf, "JPEG")
+        data = buf.getvalue()
+    else:
+        data = png(mode)
+    result = decode_image(data, size=32, max_pixels=10**8)
+    assert len(result.pixels) == 32 * 32 * 3
+
+
+def test_exif_rotation_swaps_reported_size():
+    image = Image.fromarray(np.zeros((30, 90, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", exif=exif)
+    result = decode_image(buf.getvalue(), size=32, max_pixels=10**8)
+    assert (result.width, result.height) == (30, 90)
+
+
+def test_stage_fills_hash_columns_and_keeps_rejected_rows():
+    good, bad = jpeg(), b"not an image"
+    table = pa.table(
+        {
+            "key": ["s/1", "s/2", "s/3"],
+            "source": ["s"] * 3,
+            "url": [None] * 3,
+            "caption": ["a b c d"] * 3,
+            "image": [good, bad, None],
+            "status": ["kept", "kept", "rejected"],
+            "reject_reason": [None, None, "missing_image"],
+            "reject_stage": [None, None, "read"],
+        },
+        schema=RAW_SCHEMA,
+    )
+    out = DecodeStage(image_size=32).process_batch(table)
+    assert out.num_rows == 3
+    assert out.column("status").to_pylist() == ["kept", "rejected", "rejected"]
+    assert out.column("reject_reason").to_pylist() == [None, "not_an_image", "missing_image"]
+    assert out.column("sha256").to_pylist()[:2] == [hashlib.sha256(good).hexdigest(), hashlib.sha256(bad).hexdigest()]
+    assert out.column("width").to_pylist() == [120, None, None]
+    assert out.column("pixels").null_count == 2

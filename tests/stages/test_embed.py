@@ -1,0 +1,60 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curation.config import ModelConfig
+from curation.models.clip import model_info
+from curation.stages.embed import EmbedStage
+
+
+@pytest.fixture(scope="module")
+def stage():
+    cfg = ModelConfig(batch_size=3, threads=1)
+    info = model_info(cfg)
+    stage = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
+    stage.setup()
+    return stage
+
+
+def batch(n, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = [rng.integers(0, 256, size * size * 3, dtype=np.uint8).tobytes() for _ in range(n)]
+    status = ["kept"] * n
+    status[1] = "rejected"
+    pixels[1] = None
+    return pa.table(
+        {
+            "key": [f"s/{i}" for i in range(n)],
+            "caption": [f"a photo of {i} red circles" for i in range(n)],
+            "pixels": pa.array(pixels, pa.binary()),
+            "status": status,
+        }
+    )
+
+
+def test_embeds_kept_rows_with_normalised_vectors(stage):
+    out = stage.process_batch(batch(7))
+    assert "pixels" not in out.column_names
+    img = out.column("img_emb").to_pylist()
+    txt = out.column("txt_emb").to_pylist()
+    scores = out.column("clip_score").to_pylist()
+    assert img[1] is None and txt[1] is None and scores[1] is None
+    for i in (0, 2, 6):
+        a, b = np.array(img[i], np.float32), np.array(txt[i], np.float32)
+        assert a.shape == (128,)
+        assert abs(np.linalg.norm(a) - 1) < 1e-2 and abs(np.linalg.norm(b) - 1) < 1e-2
+        assert abs(float(a @ b) - scores[i]) < 1e-2
+
+
+def test_same_input_gives_the_same_scores(stage):
+    first = stage.process_batch(batch(7)).column("clip_score").to_pylist()
+    again = stage.process_batch(batch(7)).column("clip_score").to_pylist()
+    assert first == again
+
+
+def test_random_init_is_seeded():
+    cfg = ModelConfig(threads=1)
+    info = model_info(cfg)
+    a = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
+    b = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
+    assert a.process_batch(batch(3)).column("img_emb").to_pylist() == b.process_batch(batch(3)).column("img_emb").to_pylist()
