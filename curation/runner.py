@@ -177,7 +177,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
     if cfg.dedup.exact:
         files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
         columns = ["key", "sha256", "status", cfg.dedup.quality]
-        ds = ray.data.read_parquet(files, filesystem=_arrow_fs(paths), columns=columns)
+        ds = ray.data.read_parquet(files, filesystem=_arrow_fs(paths)).select_columns(columns)
         ds = ds.map_batches(_kept_with_hash, batch_format="pyarrow")
         groups = ds.groupby("sha256", num_partitions=_partitions(len(shards))).map_groups(
             exact_group_decisions, fn_kwargs={"quality": cfg.dedup.quality}, batch_format="pyarrow"

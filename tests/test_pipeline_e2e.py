@@ -1,0 +1,157 @@
+"""End to end on a local Ray: synthetic img2dataset shards in, kept/ and rejected/ Parquet out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from curation.config import load_config
+from curation.runner import run_job
+
+pytestmark = pytest.mark.ray
+
+EXPECTED_REASON = {
+    "truncated_jpeg": "truncated_image",
+    "not_an_image": "not_an_image",
+    "tiny": "image_too_small",
+    "extreme_aspect": "extreme_aspect_ratio",
+}
+
+
+def curate(input_dir, output_dir, *overrides):
+    cfg = load_config("pipelines/demo.yaml", ["model.threads=1", *overrides])
+    return run_job(cfg, str(input_dir), str(output_dir), log=lambda _: None)
+
+
+def rows_of(output: Path, part: str):
+    return pads.dataset(str(output / part), format="parquet").to_table()
+
+
+def file_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, small_world, tmp_path_factory):
+    input_dir, truth = small_world
+    output = tmp_path_factory.mktemp("run") / "out"
+    result = curate(input_dir, output)
+    return output, truth, result
+
+
+def test_every_input_row_is_kept_or_rejected(first_run):
+    output, truth, result = first_run
+    kept, rejected = rows_of(output, "kept"), rows_of(output, "rejected")
+    assert kept.num_rows + rejected.num_rows == truth["rows"] == result.manifest["funnel"]["input"]
+    assert set(kept.column("status").to_pylist()) == {"kept"}
+    assert set(rejected.column("status").to_pylist()) == {"rejected"}
+    assert rejected.column("reject_reason").null_count == 0
+    assert rejected.column("reject_stage").null_count == 0
+    keys = kept.column("key").to_pylist() + rejected.column("key").to_pylist()
+    assert sorted(keys) == sorted(truth["labels"])
+
+
+def test_planted_broken_tiny_and_extreme_rows_get_the_right_reason(first_run):
+    output, truth, _ = first_run
+    rejected = rows_of(output, "rejected")
+    reason_of = dict(zip(rejected.column("key").to_pylist(), rejected.column("reject_reason").to_pylist()))
+    checked = 0
+    for key, label in truth["labels"].items():
+        if label in EXPECTED_REASON:
+            assert reason_of.get(key) == EXPECTED_REASON[label], (key, label)
+            checked += 1
+    assert checked >= 4
+
+
+def test_each_exact_duplicate_group_keeps_exactly_one(first_run):
+    output, truth, _ = first_run
+    kept = set(rows_of(output, "kept").column("key").to_pylist())
+    rejected = rows_of(output, "rejected").to_pylist()
+    dup_of = {r["key"]: r["dup_of"] for r in rejected if r["reject_reason"] == "exact_duplicate"}
+    groups = [g for g in truth["duplicate_groups"] if g["kind"] == "exact"]
+    assert groups
+    for group in groups:
+        members = [group["original"], *group["copies"]]
+        survivors = [k for k in members if k in kept]
+        assert len(survivors) == 1, group
+        assert all(dup_of[k] == survivors[0] for k in members if k not in kept)
+
+
+def test_output_layout_manifest_and_success(first_run):
+    output, truth, result = first_run
+    assert (output / "_SUCCESS").exists()
+    manifest = json.loads((output / "_manifest.json").read_text())
+    assert manifest["funnel"] == result.manifest["funnel"]
+    assert manifest["model_id"].startswith("curation-tiny:")
+    assert [s["shard_id"] for s in manifest["shards"]] == sorted(truth["shards"])
+    assert sorted(p.name for p in (output / "kept").iterdir()) == [f"part-{s}.parquet" for s in sorted(truth["shards"])]
+    for shard in manifest["shards"]:
+        assert shard["kept"] == pq.read_metadata(output / "kept" / f"part-{shard['shard_id']}.parquet").num_rows
+    keys = rows_of(output, "kept").column("key").to_pylist()
+    for path in (output / "kept").glob("*.parquet"):
+        part = pq.read_table(path, columns=["key"]).column("key").to_pylist()
+        assert part == sorted(part)
+    assert len(keys) == len(set(keys))
+
+
+def test_output_opens_with_pyarrow_dataset_and_duckdb(first_run):
+    output, _, result = first_run
+    kept = result.manifest["funnel"]["kept"]
+    assert pads.dataset(str(output / "kept"), format="parquet").count_rows() == kept
+    con = duckdb.connect()
+    (count,) = con.execute(f"SELECT count(*) FROM '{output}/kept/*.parquet'").fetchone()
+    assert count == kept
+    (dim,) = con.execute(f"SELECT max(len(img_emb)) FROM '{output}/kept/*.parquet'").fetchone()
+    assert dim == 128
+
+
+def test_same_job_twice_gives_byte_identical_kept_files(first_run, small_world, tmp_path):
+    output, _, _ = first_run
+    again = tmp_path / "again"
+    curate(small_world[0], again)
+    assert file_bytes(again / "kept") == file_bytes(output / "kept")
+    assert file_bytes(again / "rejected") == file_bytes(output / "rejected")
+
+
+def test_rerun_of_a_complete_output_does_nothing(first_run, small_world):
+    output, _, _ = first_run
+    before = file_bytes(output / "kept")
+    result = curate(small_world[0], output)
+    assert result.already_complete
+    assert file_bytes(output / "kept") == before
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(first_run, small_world, tmp_path):
+    output, truth, _ = first_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output / "_work", resumed / "_work")
+    # As if killed in the score phase: one shard's scored file was never committed; nothing written yet.
+    (resumed / "_work" / "scored" / f"{sorted(truth['shards'])[1]}.parquet").unlink()
+    result = curate(small_world[0], resumed)
+    assert result.manifest["resume"] == {"attempt": 2, "shards_scored_in_earlier_attempts": len(truth["shards"]) - 1}
+    assert file_bytes(resumed / "kept") == file_bytes(output / "kept")
+
+
+def test_parquet_input_and_clip_threshold_wiring(ray_local, tmp_path):
+    from curation.synth import generate
+
+    truth = generate(str(tmp_path / "in"), rows=120, seed=5, fmt="parquet", shard_size=60)
+    curate(tmp_path / "in", tmp_path / "open")
+    open_kept = rows_of(tmp_path / "open", "kept")
+    assert open_kept.num_rows + rows_of(tmp_path / "open", "rejected").num_rows == truth["rows"]
+    threshold = float(sorted(open_kept.column("clip_score").to_pylist())[open_kept.num_rows // 2])
+
+    result = curate(tmp_path / "in", tmp_path / "out", f"clip.min_score={threshold!r}")
+    kept, rejected = rows_of(tmp_path / "out", "kept"), rows_of(tmp_path / "out", "rejected")
+    assert kept.num_rows + rejected.num_rows == truth["rows"]
+    assert min(kept.column("clip_score").to_pylist()) >= threshold
+    low = [r for r in rejected.to_pylist() if r["reject_reason"] == "low_clip_score"]
+    assert len(low) >= open_kept.num_rows // 3
+    assert all(r["clip_score"] < threshold and r["reject_stage"] == "clip" for r in low)
+    assert result.manifest["funnel"]["rejected_by_reason"]["low_clip_score"] == len(low)
