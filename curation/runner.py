@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from curation import __version__
 from curation.config import Config
+from curation.dedup.decisions import resolve_chains
 from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
 from curation.io.sources import Shard, list_shards
@@ -36,9 +37,6 @@ from curation.job import (
     write_final_shard,
 )
 from curation.io.commit import parquet_bytes
-from curation.models.clip import model_info
-from curation.plan import StagePlan
-from curation.schema import Status
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import ray  # noqa: E402
@@ -77,6 +75,10 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
     paths.out.remove("_SUCCESS")
     attempt = check_or_claim_work_dir(paths, digest, shards)
+    # Imported here: workers that unpickle this module's functions need not import torch.
+    from curation.models.clip import model_info
+    from curation.plan import StagePlan
+
     info = model_info(cfg.model)
     plan = StagePlan.build(cfg, info)
     _init_ray(cfg)
@@ -136,16 +138,15 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     if not pending:
         return
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
+    cpu_stages, post_stages = plan.cpu, plan.post
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [
-            read_and_prepare(Shard(**row), plan.cpu, paths, embed_dim) for row in batch.to_pylist()
-        ]
+        tables = [read_and_prepare(Shard(**row), cpu_stages, paths, embed_dim) for row in batch.to_pylist()]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
     def commit(batch: pa.Table) -> pa.Table:
-        return finish_scoring(batch, plan.post, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
+        return finish_scoring(batch, post_stages, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", num_cpus=1)
@@ -173,28 +174,93 @@ def _empty_prepared() -> pa.Table:
 
 
 def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
+    """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster."""
+    from curation.dedup import prepare
+
+    d = cfg.dedup
+    files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
+    total_rows = sum(_parquet_rows(paths, f) for f in files)
+    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", "status", d.quality]))
+    rows = ray.data.read_parquet(files, filesystem=_arrow_fs(paths)).select_columns(columns)
+    rows = rows.map_batches(prepare.kept_rows, batch_format="pyarrow")
+    partitions = _partitions(len(shards))
     tables: list[pa.Table] = []
-    if cfg.dedup.exact:
-        files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
-        columns = ["key", "sha256", "status", cfg.dedup.quality]
-        ds = ray.data.read_parquet(files, filesystem=_arrow_fs(paths)).select_columns(columns)
-        ds = ds.map_batches(_kept_with_hash, batch_format="pyarrow")
-        groups = ds.groupby("sha256", num_partitions=_partitions(len(shards))).map_groups(
-            exact_group_decisions, fn_kwargs={"quality": cfg.dedup.quality}, batch_format="pyarrow"
+    if d.exact and total_rows:
+        exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
+            exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
         )
-        tables = [ray.get(ref) for ref in groups.to_arrow_refs()]
-    decisions = decisions_table(tables)
+        tables += _collect(exact)
+    paths.out.remove("_state")
+    clustered = d.near or d.semantic or bool(d.against)
+    if clustered and total_rows:
+        from curation.dedup.cluster import ClusterDedup, dedup_cluster
+        from curation.dedup.semantic import fit_centroids
+        from curation.dedup.state import previous_centroids, write_centroids
+
+        centroids = previous_centroids(d.against)
+        if centroids is None:
+            rate = min(1.0, d.sample_size / total_rows)
+            sample = _collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
+            sample = pa.concat_tables(sample).sort_by("key") if sample else None
+            if sample is not None and sample.num_rows:
+                k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
+                centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
+        if centroids is not None:
+            write_centroids(paths.out, centroids)
+            dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
+            settings = ClusterDedup(
+                quality=d.quality,
+                near=d.near,
+                near_radius=d.near_radius,
+                semantic=d.semantic,
+                semantic_eps=d.semantic_eps,
+                against=list(d.against),
+                state_url=paths.output_url,
+            )
+            grouped = rows.map_batches(
+                prepare.with_clusters,
+                fn_kwargs={"centroids": centroids, "drop_keys": dropped},
+                batch_format="pyarrow",
+            )
+            found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
+                dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
+            )
+            tables += _collect(found)
+            _carry_previous_state(d.against, paths, len(centroids))
+    decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
     paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
     return decisions.num_rows
 
 
+def _collect(ds) -> list[pa.Table]:
+    return [t for t in (ray.get(ref) for ref in ds.to_arrow_refs()) if t.num_rows]
+
+
+def _parquet_rows(paths: JobPaths, path: str) -> int:
+    import pyarrow.parquet as pq
+
+    with paths.work.fs.open(path, "rb") as f:
+        return pq.read_metadata(f).num_rows
+
+
+def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) -> None:
+    """Clusters with no new rows still carry the earlier refreshes' kept rows into this run's state."""
+    from curation.dedup.state import cluster_file, read_cluster_state
+    from curation.io.commit import Location
+
+    if not against:
+        return
+    out = Location.of(paths.output_url)
+    for cluster in range(n_clusters):
+        if out.exists(cluster_file(cluster)):
+            continue
+        previous = read_cluster_state(against, cluster)
+        if previous is not None:
+            out.write_bytes(parquet_bytes(previous.sort_by("key")), cluster_file(cluster))
+
+
 def _partitions(n_shards: int) -> int:
     return max(2, min(n_shards, 512))
-
-
-def _kept_with_hash(batch: pa.Table) -> pa.Table:
-    mask = pc.and_(pc.equal(batch.column("status"), Status.KEPT.value), pc.is_valid(batch.column("sha256")))
-    return batch.filter(mask)
 
 
 def _arrow_fs(paths: JobPaths):

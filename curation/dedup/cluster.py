@@ -1,0 +1,108 @@
+"""Per-cluster dedup, for `groupby("cluster").map_groups(...)`: near, semantic and previous-refresh.
+
+Input: one k-means cluster of rows that survived exact dedup (key, sha256, phash, img_emb, quality).
+Rows are first compared with the rows kept by earlier refreshes in the same cluster (exact, near,
+semantic: `duplicate_of_previous_refresh`), then with each other (near by pHash, then semantic by
+cosine). The cluster's survivors, plus the earlier kept rows, are written as this run's state for the
+next refresh. Returns the decisions (key, dup_of, dup_kind).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dedup.decisions import DECISION_SCHEMA, empty_decisions
+from curation.dedup.prepare import embeddings, phashes
+from curation.dedup.near import against_phash_decisions, near_duplicate_decisions
+from curation.dedup.semantic import against_index_decisions, cluster_decisions
+from curation.dedup.state import STATE_COLUMNS, cluster_file, read_cluster_state
+from curation.io.commit import Location, parquet_bytes
+from curation.schema import DupKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterDedup:
+    quality: str = "clip_score"
+    near: bool = True
+    near_radius: int = 8
+    semantic: bool = True
+    semantic_eps: float = 0.02
+    against: list[str] = field(default_factory=list)
+    state_url: str | None = None  # where this run's state goes (the output URL)
+
+
+def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
+    group = group.sort_by("key")
+    cluster = int(group.column("cluster")[0].as_py())
+    decided: list[pa.Table] = []
+    alive = group
+
+    previous = read_cluster_state(settings.against, cluster) if settings.against else None
+    if previous is not None and previous.num_rows:
+        found = _against_previous(alive, previous, settings)
+        decided.append(found)
+        alive = _without(alive, found)
+    if settings.near and alive.num_rows > 1:
+        found = near_duplicate_decisions(
+            alive.column("key").to_pylist(),
+            phashes(alive),
+            alive.column(settings.quality).to_pylist(),
+            radius=settings.near_radius,
+        )
+        decided.append(found)
+        alive = _without(alive, found)
+    if settings.semantic and alive.num_rows > 1:
+        found = cluster_decisions(
+            alive.column("key").to_pylist(),
+            embeddings(alive),
+            alive.column(settings.quality).to_pylist(),
+            eps=settings.semantic_eps,
+        )
+        decided.append(found)
+        alive = _without(alive, found)
+
+    if settings.state_url:
+        state = alive.select(STATE_COLUMNS)
+        if previous is not None:
+            state = pa.concat_tables([previous.cast(state.schema), state]).sort_by("key")
+        Location.of(settings.state_url).write_bytes(parquet_bytes(state), cluster_file(cluster))
+    tables = [t.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA) for t in decided if t.num_rows]
+    return pa.concat_tables(tables) if tables else empty_decisions()
+
+
+def _against_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> pa.Table:
+    kind = DupKind.PREVIOUS_REFRESH
+    old_keys = old.column("key").to_pylist()
+    by_sha = dict(zip(old.column("sha256").to_pylist(), old_keys))
+    new_keys = new.column("key").to_pylist()
+    exact = [(k, by_sha[s]) for k, s in zip(new_keys, new.column("sha256").to_pylist()) if s in by_sha]
+    found = [
+        pa.table(
+            {"key": [k for k, _ in exact], "dup_of": [d for _, d in exact], "dup_kind": [kind.value] * len(exact)},
+            schema=DECISION_SCHEMA,
+        )
+    ]
+    rest = _without(new, found[0])
+    if settings.near and rest.num_rows:
+        found.append(
+            against_phash_decisions(
+                rest.column("key").to_pylist(), phashes(rest), old_keys, phashes(old), radius=settings.near_radius, kind=kind
+            )
+        )
+        rest = _without(rest, found[-1])
+    if settings.semantic and rest.num_rows:
+        found.append(
+            against_index_decisions(
+                rest.column("key").to_pylist(), embeddings(rest), old_keys, embeddings(old), eps=settings.semantic_eps, kind=kind
+            )
+        )
+    return pa.concat_tables([t.cast(DECISION_SCHEMA) for t in found])
+
+
+def _without(table: pa.Table, decisions: pa.Table) -> pa.Table:
+    if not decisions.num_rows:
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column("key"), value_set=decisions.column("key"))))

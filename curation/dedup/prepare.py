@@ -1,0 +1,54 @@
+"""Batch functions that shape the dedup phase's input: kept rows, a deterministic sample, clusters."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.schema import Status
+
+
+def embeddings(table: pa.Table) -> np.ndarray:
+    """The `img_emb` column as a float32 (rows, dim) array."""
+    column = table.column("img_emb").combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+
+
+def phashes(table: pa.Table) -> np.ndarray:
+    return table.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+
+
+def kept_rows(batch: pa.Table) -> pa.Table:
+    """Rows still kept after scoring, with a hash: the only ones dedup looks at."""
+    mask = pc.and_(pc.equal(batch.column("status"), Status.KEPT.value), pc.is_valid(batch.column("sha256")))
+    return batch.filter(mask)
+
+
+def key_fraction(key: str) -> float:
+    """A stable pseudo-random number in [0, 1) from a key: samples that do not depend on order."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def sample_rows(batch: pa.Table, *, rate: float) -> pa.Table:
+    keep = [key_fraction(k) < rate for k in batch.column("key").to_pylist()]
+    return batch.filter(pa.array(keep, pa.bool_())).select(["key", "img_emb"])
+
+
+def without_keys(batch: pa.Table, *, keys: pa.Array) -> pa.Table:
+    return batch.filter(pc.invert(pc.is_in(batch.column("key"), value_set=keys))) if len(keys) else batch
+
+
+def with_clusters(batch: pa.Table, *, centroids: np.ndarray, drop_keys: pa.Array) -> pa.Table:
+    from curation.dedup.semantic import assign_clusters
+
+    batch = without_keys(batch, keys=drop_keys)
+    clusters = assign_clusters(embeddings(batch), centroids) if batch.num_rows else np.zeros(0, np.int64)
+    return batch.append_column("cluster", pa.array(np.asarray(clusters, dtype=np.int64)))
+
+
+def default_clusters(total_rows: int, sample_rows: int) -> int:
+    """About 2,000 rows per cluster, and enough sample points per centroid for k-means."""
+    return int(max(1, min(total_rows // 2000, sample_rows // 40)))
