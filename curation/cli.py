@@ -66,6 +66,79 @@ def demo(output_dir: str, rows: int) -> None:
     run_demo(Path(output_dir), rows=rows, log=click.echo)
 
 
+@main.command("train-clip")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write (open_clip_config.json, open_clip_model.safetensors, heads/, MODEL_CARD.md).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--images", default=16_000, show_default=True, type=click.IntRange(min=1), help="Distinct training images.")
+@click.option("--steps", default=320, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
+@click.option("--head-images", default=24_000, show_default=True, type=click.IntRange(min=10))
+@click.option("--eval-pairs", default=1_000, show_default=True, type=click.IntRange(min=100))
+@click.option("--no-heads", is_flag=True, help="Train the CLIP only.")
+@click.option("--heads-only", is_flag=True, help="Keep the CLIP in --output (and its settings); retrain its heads.")
+def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: int, head_images: int,
+               eval_pairs: int, no_heads: bool, heads_only: bool) -> None:
+    """Train the tiny CLIP (and its heads) from scratch on the synthetic world (~9 min on 2 cores)."""
+    from curation.models.train_clip import TrainSettings, train_clip as run
+
+    settings = TrainSettings(seed=seed, images=images, steps=steps, batch_size=batch_size, head_images=head_images,
+                             eval_pairs=eval_pairs, heads=not no_heads, warmup=min(30, max(1, steps // 10)),
+                             heads_only=heads_only)
+    run(output_dir, settings, log=click.echo)
+    click.echo(f"wrote {output_dir} (reload it with model.pretrained: {output_dir})")
+
+
+@main.command("train-head")
+@click.option("--name", required=True, help="Head name, e.g. unsafe, watermark, aesthetic.")
+@click.option("--data", "data_paths", required=True, multiple=True, type=click.Path(exists=True),
+              help="Parquet file or folder with image bytes (image or jpg column); repeatable.")
+@click.option("--label-column", default=None, help="Column holding the label (bool/0-1, or strings: see --positive).")
+@click.option("--truth", "truth_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Label rows from a synthetic world's truth.json instead of a column.")
+@click.option("--positive", default=None, help="Label value of the positive class (default: the head's name).")
+@click.option("--negate", is_flag=True, help="Score the absence of --positive (e.g. aesthetic = not low_aesthetic).")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False), help="Where to write the .safetensors head.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config whose model section to use.")
+@click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
+def train_head(name: str, data_paths: tuple[str, ...], label_column: str | None, truth_path: str | None,
+               positive: str | None, negate: bool, output_path: str, config_path: str | None,
+               overrides: tuple[str, ...]) -> None:
+    """Train a classifier head (small MLP over the embedding pass) from labelled Parquet."""
+    from curation.config import load_config
+    from curation.models.train_head import HeadData, train_head_from_parquet
+
+    cfg = load_config(config_path, overrides)
+    data = HeadData(paths=data_paths, label_column=label_column, truth_path=truth_path,
+                    positive=positive or name, negate=negate)
+    report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo)
+    click.echo(f"wrote {output_path}: held-out precision {report['precision']:.3f} recall {report['recall']:.3f} "
+               f"at threshold 0.5; use it with heads: [{{name: {name}, weights: {output_path}, threshold: 0.5}}]")
+
+
+@main.command("eval")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--truth", "truth_path", required=True, type=click.Path(dir_okay=False), help="truth.json of the synthetic input.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--retrieval", is_flag=True, help="Also measure the shipped CLIP's image->text R@1 (100 candidates).")
+def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> None:
+    """Precision and recall per planted defect kind, from a run's kept/ and rejected/ and the truth."""
+    import json
+
+    from curation.eval import clean_rejections, evaluate, format_table, load_truth, missing_keys, read_output, shipped_model_retrieval
+
+    truth = load_truth(truth_path)
+    rows = read_output(output)
+    result = evaluate(rows, truth)
+    measured = shipped_model_retrieval() if retrieval else None
+    if as_json:
+        if measured:
+            result["retrieval_r1_100"] = measured["retrieval_r1_100"]
+        click.echo(json.dumps(result, sort_keys=False))
+    else:
+        click.echo(format_table(result, clean_rejections(rows, truth), missing_keys(rows, truth), measured))
+
+
 def _print_funnel(manifest: dict, output_url: str) -> None:
     f = manifest["funnel"]
     click.echo(f"input {f['input']}  kept {f['kept']}  rejected {f['rejected']}")

@@ -29,7 +29,26 @@ class RunConfig(_Section):
 
 
 class InputConfig(_Section):
-    format: Literal["auto", "webdataset", "parquet"] = "auto"
+    format: Literal["auto", "webdataset", "parquet", "urls"] = Field(
+        "auto", description="urls: img2dataset-style URL lists (.parquet with a url column, .csv, .tsv)."
+    )
+
+
+class DownloadConfig(_Section):
+    """Fetching the images of URL-list inputs (see curation/io/download.py)."""
+
+    timeout_s: float = Field(10.0, gt=0, description="Per-request limit, connect to last byte.")
+    retries: int = Field(3, ge=0, description="Retries of 429, 5xx, timeouts and resets, with backoff.")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles per retry, with jitter.")
+    max_wait_s: float = Field(30.0, ge=0, description="Cap on one backoff or Retry-After wait.")
+    max_bytes: int = Field(32 << 20, ge=1, description="Larger bodies are aborted and rejected as too_large.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight per reading task.")
+    max_redirects: int = Field(5, ge=0)
+    user_agent: str = Field("curation/0.1 (image-text dataset curation)", min_length=1)
+    respect_opt_out: bool = Field(True, description="Reject X-Robots-Tag noai/noimageai/noindex/noimageindex.")
+    allow_private_addresses: bool = Field(
+        False, description="Fetch from loopback/private/link-local hosts (off: list URLs cannot probe your network)."
+    )
 
 
 class DecodeConfig(_Section):
@@ -48,7 +67,9 @@ class BasicConfig(_Section):
 class ModelConfig(_Section):
     arch: str = Field("curation-tiny", description="open_clip architecture name.")
     pretrained: str | None = Field(
-        None, description="open_clip tag, local .safetensors path, or none for random init."
+        "builtin",
+        description="builtin (the trained tiny CLIP the package ships), an open_clip tag, a local "
+        ".safetensors path, or none for random init.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -62,11 +83,72 @@ class ModelConfig(_Section):
 
 class ClipFilterConfig(_Section):
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Reject clip_score below this.")
+    keep_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="Keep this top fraction by clip_score over the whole job (DataComp-style)."
+    )
+
+
+HEAD_COLUMNS = {"unsafe": "unsafe", "watermark": "watermark", "aesthetic": "low_aesthetic"}  # column -> reason
+
+
+class HeadConfig(_Section):
+    """A classifier head on the embedding pass: trained weights or zero-shot prompts, a threshold, a reason."""
+
+    name: str = Field(min_length=1, description="The head's name; builtin weights are looked up by it.")
+    column: Literal["unsafe", "watermark", "aesthetic"] | None = Field(
+        None, description="Score column it fills; default: its name."
+    )
+    weights: str | None = Field(None, description="builtin (shipped with the model) or a .safetensors path.")
+    prompts: tuple[str, ...] = Field((), description="Zero-shot: text prompts for the positive class.")
+    negative_prompts: tuple[str, ...] = Field(("a photo",), description="Zero-shot: prompts for the rest.")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
+    reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
+    reason: str | None = Field(None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "HeadConfig":
+        column = self.column or self.name
+        if column not in HEAD_COLUMNS:
+            raise ValueError(f"head {self.name!r}: set column to one of {sorted(HEAD_COLUMNS)}")
+        if (self.weights is None) == (not self.prompts):
+            raise ValueError(f"head {self.name!r}: give exactly one of weights (builtin or a path) and prompts")
+        from curation.schema import RejectReason
+
+        if self.reason is not None and self.reason not in {r.value for r in RejectReason}:
+            raise ValueError(f"head {self.name!r}: reason {self.reason!r} is not a reject reason in schema.py")
+        return self
+
+    @property
+    def score_column(self) -> str:
+        return self.column or self.name
+
+    @property
+    def reject_reason(self) -> str:
+        return self.reason or HEAD_COLUMNS[self.score_column]
+
+
+DEFAULT_HEADS = (
+    HeadConfig(name="unsafe", weights="builtin", threshold=0.5),
+    HeadConfig(name="watermark", weights="builtin", threshold=0.5),
+    HeadConfig(name="aesthetic", weights="builtin", threshold=0.5, reject="below"),
+)
 
 
 class DedupConfig(_Section):
+    """Exact (sha256), near (pHash Hamming) and semantic (SemDeDup) dedup, also against earlier runs."""
+
     exact: bool = True
+    near: bool = True
+    near_radius: int = Field(8, ge=0, le=32, description="pHash Hamming distance that makes a near duplicate.")
+    semantic: bool = True
+    semantic_eps: float = Field(0.02, ge=0.0, le=1.0, description="Pairs with cosine >= 1 - eps are duplicates.")
+    clusters: int | None = Field(None, ge=1, description="k-means clusters; default grows with the data.")
+    sample_size: int = Field(100_000, ge=1, description="Rows sampled to fit the k-means centroids.")
+    seed: int = 0
     quality: str = Field("clip_score", description="Column whose highest value is kept in a group.")
+    against: list[str] = Field(
+        default_factory=list, description="Earlier outputs whose kept rows new rows must not duplicate."
+    )
 
 
 class OutputConfig(_Section):
@@ -78,10 +160,12 @@ class OutputConfig(_Section):
 class Config(_Section):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
+    download: DownloadConfig = DownloadConfig()
     decode: DecodeConfig = DecodeConfig()
     basic: BasicConfig = BasicConfig()
     model: ModelConfig = ModelConfig()
     clip: ClipFilterConfig = ClipFilterConfig()
+    heads: tuple[HeadConfig, ...] = Field(DEFAULT_HEADS, description="Classifier heads on the embedding pass.")
     dedup: DedupConfig = DedupConfig()
     output: OutputConfig = OutputConfig()
 
@@ -89,6 +173,9 @@ class Config(_Section):
     def _check_quality_column(self) -> "Config":
         if self.dedup.quality not in QUALITY_COLUMNS:
             raise ValueError(f"dedup.quality must be one of {sorted(QUALITY_COLUMNS)}")
+        columns = [h.score_column for h in self.heads]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"heads: two heads fill the same column ({', '.join(columns)}): one head per column")
         return self
 
     def digest(self) -> str:

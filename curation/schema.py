@@ -20,6 +20,7 @@ class Stage(str, Enum):
     """The stage that rejected a row (`reject_stage`)."""
 
     READ = "read"
+    DOWNLOAD = "download"
     DECODE = "decode"
     BASIC = "basic"
     EMBED = "embed"
@@ -32,6 +33,29 @@ class RejectReason(str, Enum):
     # read: the record itself is incomplete
     MISSING_IMAGE = "missing_image"
     MISSING_CAPTION = "missing_caption"
+    CAPTION_TOO_LONG = "caption_too_long"  # longer than readers.MAX_CAPTION_CHARS
+    DUPLICATE_KEY = "duplicate_key"  # a later sample with a key already seen in the shard
+    MALFORMED_ROW = "malformed_row"  # a CSV/TSV line with the wrong number of fields
+    # read: the shard itself is damaged or hostile (never extracted; see io/readers.py)
+    UNSAFE_MEMBER_PATH = "unsafe_member_path"  # tar member with an absolute path or `..`
+    UNSUPPORTED_TAR_MEMBER = "unsupported_tar_member"  # symlink, hardlink, device, fifo, sparse
+    BROKEN_TAR_MEMBER = "broken_tar_member"  # cut or damaged member/header; samples before it are read
+    BROKEN_ROW_GROUP = "broken_row_group"  # an undecodable Parquet row group; the others are read
+    UNREADABLE_SHARD = "unreadable_shard"  # not a tar / Parquet / CSV at all: one row stands for it
+    # read or download: larger than the configured limit
+    TOO_LARGE = "too_large"
+    # download: URL lists
+    INVALID_URL = "invalid_url"  # missing, unparsable, or not http(s): file:// is never fetched
+    BLOCKED_ADDRESS = "blocked_address"  # resolves to a private/loopback/link-local address
+    HTTP_3XX = "http_3xx"  # a redirect without a usable Location
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    HTTP_404 = "http_404"
+    HTTP_429 = "http_429"  # still throttled after the retries
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    OPTED_OUT = "opted_out"  # X-Robots-Tag: noai / noimageai / noindex / noimageindex
     # decode: the image bytes
     EMPTY_IMAGE = "empty_image"
     NOT_AN_IMAGE = "not_an_image"
@@ -45,6 +69,10 @@ class RejectReason(str, Enum):
     EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
     # clip: image-text alignment
     LOW_CLIP_SCORE = "low_clip_score"
+    # heads: classifier heads on the embedding pass
+    UNSAFE = "unsafe"
+    WATERMARK = "watermark"
+    LOW_AESTHETIC = "low_aesthetic"
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"

@@ -68,20 +68,21 @@ def resolve_chains(decisions: pa.Table) -> pa.Table:
     """Point every duplicate at a row that survives; a copy of a previous-refresh duplicate is one too.
 
     Exact dedup runs first, so an exact copy may point at a row that the cluster step then found in an
-    earlier refresh: follow such chains to their end and take the end's kind when it is an earlier run's.
+    earlier refresh: follow such chains to their end and take the previous-refresh kind when met. A
+    previous-refresh decision ends a chain: its dup_of names a row of the earlier output.
     """
+    previous = DupKind.PREVIOUS_REFRESH.value
     keys = decisions.column("key").to_pylist()
     target = dict(zip(keys, zip(decisions.column("dup_of").to_pylist(), decisions.column("dup_kind").to_pylist())))
     dup_of, kinds = [], []
     for key in keys:
         current, kind = target[key]
         seen = {key}
-        while current in target and current not in seen:
+        while kind != previous and current in target and current not in seen:
             seen.add(current)
-            nxt, nxt_kind = target[current]
-            if nxt_kind == DupKind.PREVIOUS_REFRESH.value:
-                kind = nxt_kind
-            current = nxt
+            current, next_kind = target[current]
+            if next_kind == previous:
+                kind = previous
         dup_of.append(current)
         kinds.append(kind)
     return pa.table({"key": keys, "dup_of": dup_of, "dup_kind": kinds}, schema=DECISION_SCHEMA)

@@ -1,13 +1,20 @@
 """Load a CLIP model through open_clip: by architecture name and `pretrained` (tag, local file or none).
 
 The project's own architectures (configs/*.json) are registered with open_clip on import, so
-`curation-tiny` is created exactly like `ViT-B-32`. Weights load only through safetensors or
-`torch.load(weights_only=True)` (open_clip's loader, called with weights_only=True).
+`curation-tiny` is created exactly like `ViT-B-32`. `pretrained: builtin` is the trained tiny CLIP that
+ships in the package (assets/<arch>/, made by `curate train-clip`). Weights load only through
+safetensors or `torch.load(weights_only=True)` (open_clip's loader, called with weights_only=True).
+An open_clip tag needs a download: with no network it fails within seconds with one clear line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +25,9 @@ from curation.config import ModelConfig
 from curation.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+ASSETS_DIR = Path(__file__).parent / "assets"
+BUILTIN = "builtin"
+WEIGHTS_FILE = "open_clip_model.safetensors"
 open_clip.add_model_config(CONFIG_DIR)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -41,12 +51,27 @@ def architecture_config(arch: str) -> dict:
     return cfg
 
 
+def builtin_dir(arch: str) -> Path:
+    """The folder of the model the package ships for `arch` (open_clip_config.json + weights + heads/)."""
+    return ASSETS_DIR / arch
+
+
 def model_info(cfg: ModelConfig) -> ModelInfo:
     arch = architecture_config(cfg.arch)
     size = arch["vision_cfg"]["image_size"]
     size = size if isinstance(size, int) else size[0]
-    source = cfg.pretrained if cfg.pretrained else f"random-init(seed={cfg.seed})"
+    if not cfg.pretrained:
+        source = f"random-init(seed={cfg.seed})"
+    elif cfg.pretrained == BUILTIN:
+        weights = _resolve_pretrained(cfg.pretrained, cfg.arch)
+        source = f"builtin@{_file_digest(Path(weights))}"
+    else:
+        source = cfg.pretrained
     return ModelInfo(model_id=f"{cfg.arch}:{source}", image_size=size, embed_dim=arch["embed_dim"])
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def resolve_device(cfg: ModelConfig) -> torch.device:
@@ -80,16 +105,15 @@ class LoadedClip:
 def load_clip(cfg: ModelConfig) -> LoadedClip:
     info = model_info(cfg)
     device = resolve_device(cfg)
-    pretrained = _resolve_pretrained(cfg.pretrained)
+    pretrained = _resolve_pretrained(cfg.pretrained, cfg.arch)
     torch.manual_seed(cfg.seed)  # random init is part of the model's identity
-    try:
-        model = open_clip.create_model(cfg.arch, pretrained=pretrained, device=device, weights_only=True)
-    except RuntimeError as exc:
-        if pretrained and "download" not in str(exc).lower():
+    if pretrained and not Path(pretrained).is_file():
+        model = _create_from_tag(cfg.arch, pretrained, device)
+    else:
+        try:
+            model = open_clip.create_model(cfg.arch, pretrained=pretrained, device=device, weights_only=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"weights {cfg.pretrained} do not fit model.arch {cfg.arch}: {str(exc)[:160]}") from None
-        raise UserError(
-            f"cannot load pretrained weights {cfg.pretrained!r} for {cfg.arch}: offline? give a local .safetensors path"
-        ) from None
     model.eval()
     preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = torch.tensor(preprocess.get("mean", OPENAI_MEAN), device=device).view(1, 3, 1, 1)
@@ -105,22 +129,122 @@ def load_clip(cfg: ModelConfig) -> LoadedClip:
     )
 
 
-def _resolve_pretrained(pretrained: str | None) -> str | None:
+def _resolve_pretrained(pretrained: str | None, arch: str) -> str | None:
+    """None (random init), the path of a weights file, or an open_clip tag (checked against the arch)."""
     if not pretrained:
         return None
+    if pretrained == BUILTIN:
+        weights = builtin_dir(arch) / WEIGHTS_FILE
+        if not weights.is_file():
+            shipped = sorted(p.name for p in ASSETS_DIR.glob(f"*/{WEIGHTS_FILE}/..")) if ASSETS_DIR.is_dir() else []
+            raise UserError(
+                f"model.pretrained builtin: the package ships no weights for {arch} (it ships: "
+                f"{', '.join(shipped) or 'none'}): give an open_clip tag, a local .safetensors path, or null"
+            )
+        return str(weights)
     path = Path(pretrained).expanduser()
+    if path.is_dir() and (path / WEIGHTS_FILE).is_file():  # a folder written by `curate train-clip`
+        return str(path / WEIGHTS_FILE)
     looks_like_path = any(sep in pretrained for sep in ("/", "\\")) or path.suffix in (".safetensors", ".pt", ".bin")
     if looks_like_path:
         if not path.is_file():
             raise UserError(f"model.pretrained file {pretrained} not found: give an existing .safetensors path")
         return str(path)
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained not in tags:
+        known = ", ".join(tags[:6]) or "none"
+        raise UserError(
+            f"model.pretrained {pretrained!r} is not an open_clip tag of {arch} (known: {known}): "
+            "give a tag, a local .safetensors path, builtin, or null"
+        )
     return pretrained
 
 
-def save_open_clip_dir(model: torch.nn.Module, arch: str, out_dir: Path) -> None:
-    """Write a folder open_clip reloads offline: open_clip_config.json + open_clip_model.safetensors."""
-    from safetensors.torch import save_model
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers within `timeout` (a thread: name resolution itself has no timeout)."""
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(answer and answer[0])
+
+
+def _create_from_tag(arch: str, tag: str, device: torch.device) -> torch.nn.Module:
+    """Create `arch` with a tag's weights: from the local cache, or downloaded when the hub answers."""
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
+    try:
+        with _offline_env(offline), _socket_timeout(10.0):
+            return open_clip.create_model(arch, pretrained=tag, device=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - hub, cache and network errors come in many types
+        why = "no network and not in the local cache" if offline else f"download failed ({type(exc).__name__})"
+        raise UserError(
+            f"cannot load pretrained weights {tag!r} for {arch}: {why}; offline? give a local .safetensors path "
+            "in model.pretrained"
+        ) from None
+
+
+@contextlib.contextmanager
+def _offline_env(offline: bool):
+    if not offline:
+        yield
+        return
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def prepare_images(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) pixels as decoded by the decode stage -> the model's normalised (B, 3, H, W)."""
+    return (pixels.permute(0, 3, 1, 2).float().div_(255) - mean) / std
+
+
+def save_open_clip_dir(model: torch.nn.Module, arch: str, out_dir: Path, *, fp16: bool = True) -> Path:
+    """Write a folder open_clip reloads offline: open_clip_config.json + open_clip_model.safetensors.
+
+    Floating-point weights are stored as fp16 (half the size; open_clip casts them back on load).
+    """
+    from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": architecture_config(arch)}, indent=2))
-    save_model(model, str(out_dir / "open_clip_model.safetensors"))
+    preprocess = {"size": model_image_size(arch), "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
+    config = {"model_cfg": architecture_config(arch), "preprocess_cfg": preprocess}
+    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        state[name] = (tensor.half() if fp16 and tensor.is_floating_point() else tensor).contiguous().clone()
+    path = out_dir / WEIGHTS_FILE
+    save_file(state, str(path), metadata={"arch": arch})
+    return path
+
+
+def model_image_size(arch: str) -> int:
+    size = architecture_config(arch)["vision_cfg"]["image_size"]
+    return size if isinstance(size, int) else size[0]

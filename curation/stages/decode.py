@@ -1,7 +1,9 @@
 """Decode and validate image bytes: sha256, perceptual hash, size, and the model-sized pixels.
 
 Untrusted bytes: PIL's decompression-bomb guard is enforced with our own limit, every decoding error
-becomes a reject reason. JPEGs are decoded at reduced scale (draft mode) when the model input is
+becomes a reject reason, and only the web's raster formats are opened (never EPS, which PIL hands to
+Ghostscript, nor the dozens of exotic plugins). Animated images give their first frame; 16-bit and float
+images are scaled to 8 bits rather than clipped; a broken EXIF block is ignored, not a rejection. JPEGs are decoded at reduced scale (draft mode) when the model input is
 smaller than the image, and resized once (short side to the model size, centre crop), as open_clip's
 own preprocessing does.
 """
@@ -23,6 +25,10 @@ from curation.schema import RejectReason, Stage, Status
 from curation.stages.base import BatchStage, apply_rejections, set_column
 
 EXIF_ORIENTATION = 0x0112
+# The formats decoded (multi-picture JPEGs open as JPEG); anything else is not_an_image.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+# Signatures of those formats: bytes that start like an image but do not open are undecodable_image.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True)
@@ -40,38 +46,78 @@ def phash64(image: Image.Image) -> int:
 
 def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
     """Decode untrusted bytes into model-ready pixels, or the reason they cannot be used."""
+    if data is None:
+        return RejectReason.MISSING_IMAGE
     if not data:
         return RejectReason.EMPTY_IMAGE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # hostile files warn about EXIF, palettes, bombs: reasons say it
+        opened = _open(data, size=size, max_pixels=max_pixels)
+        if isinstance(opened, RejectReason):
+            return opened
+        image, width, height = opened
+        try:
+            if _orientation(image) in (5, 6, 7, 8):
+                width, height = height, width
+            image = _to_rgb(_upright(image))
+            phash = phash64(image)
+            fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
+            pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
+        except Exception:  # noqa: BLE001
+            return RejectReason.UNDECODABLE_IMAGE
+    return DecodedImage(width=width, height=height, phash=phash, pixels=pixels)
+
+
+def _open(data: bytes, *, size: int, max_pixels: int) -> tuple[Image.Image, int, int] | RejectReason:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                return RejectReason.DECOMPRESSION_BOMB
-            if image.format == "JPEG":
-                image.draft("RGB", (size, size))
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            return RejectReason.DECOMPRESSION_BOMB
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        image.load()
     except Image.DecompressionBombError:
         return RejectReason.DECOMPRESSION_BOMB
     except UnidentifiedImageError:
-        return RejectReason.NOT_AN_IMAGE
+        return RejectReason.UNDECODABLE_IMAGE if data.startswith(_MAGIC) else RejectReason.NOT_AN_IMAGE
     except OSError as exc:
         message = str(exc).lower()
         truncated = "truncated" in message or "broken data stream" in message
         return RejectReason.TRUNCATED_IMAGE if truncated else RejectReason.UNDECODABLE_IMAGE
     except Exception:  # noqa: BLE001 - hostile bytes can raise anything from a codec
         return RejectReason.UNDECODABLE_IMAGE
+    return image, width, height
+
+
+def _orientation(image: Image.Image) -> int:
     try:
-        if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        phash = phash64(image)
-        fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
-        pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to drop the image
+        return 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    if _orientation(image) == 1:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001
-        return RejectReason.UNDECODABLE_IMAGE
-    return DecodedImage(width=width, height=height, phash=phash, pixels=pixels)
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit, 32-bit int and float greyscale
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        top = float(values.max()) if values.size else 0.0
+        if image.mode.startswith("I;16") or (image.mode == "I" and top > 255):
+            values = values / 257.0
+        elif image.mode == "F" and top <= 1.0:
+            values = values * 255.0
+        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 @dataclass(kw_only=True)

@@ -1,8 +1,10 @@
 """Embed images and captions with CLIP in one pass; clip_score is their cosine similarity.
 
-Runs on an actor (GPU when the model config asks for one, CPU otherwise): the model loads once in
-`setup`, pixels arrive already decoded and resized by the decode stage, and are normalised on the
-device. Only rows still kept are embedded.
+Runs on an actor (GPU when the model config asks for one, CPU otherwise): the model and the heads load
+once in `setup`, pixels arrive already decoded and resized by the decode stage, and are normalised on
+the device. Only rows still kept are embedded. The classifier heads (unsafe, watermark, aesthetic, ...)
+read the same forward pass — the embedding and, for ViT towers, its patch tokens — so every score comes
+from one embedding of each image; `HeadsFilter` then applies their thresholds.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from curation.config import ModelConfig
-from curation.models.clip import LoadedClip, load_clip
+from curation.config import HeadConfig, ModelConfig
+from curation.models.clip import LoadedClip, load_clip, prepare_images
+from curation.models.heads import encode_image_features, load_pipeline_heads
 from curation.schema import Stage, embedding_type
 from curation.stages.base import BatchStage, kept_mask, set_column
 
@@ -27,7 +30,9 @@ class EmbedStage(BatchStage):
     model: ModelConfig
     image_size: int
     embed_dim: int
+    heads: tuple[HeadConfig, ...] = ()
     _clip: LoadedClip | None = field(default=None, init=False, repr=False)
+    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score column -> module
 
     def setup(self) -> None:
         if self._clip is not None:
@@ -35,6 +40,7 @@ class EmbedStage(BatchStage):
         logging.getLogger().setLevel(logging.ERROR)  # open_clip warns at INFO/WARNING on random init
         torch.set_num_threads(self.model.threads)
         self._clip = load_clip(self.model)
+        self._heads = load_pipeline_heads(self.heads, self.model, self._clip)
 
     def process_batch(self, table: pa.Table) -> pa.Table:
         self.setup()
@@ -42,41 +48,53 @@ class EmbedStage(BatchStage):
         img_emb: list = [None] * n
         txt_emb: list = [None] * n
         scores: list = [None] * n
+        head_scores: dict[str, list] = {column: [None] * n for column in self._heads}
         rows = np.flatnonzero(kept_mask(table) & table.column("pixels").is_valid().to_numpy(zero_copy_only=False))
         if len(rows):
             pixels = table.column("pixels").take(rows).to_pylist()
             captions = table.column("caption").take(rows).to_pylist()
-            image, text = self.embed(pixels, captions)
+            image, text, heads = self.embed(pixels, captions)
             cosine = (image * text).sum(axis=1)
             image16, text16 = image.astype(np.float16), text.astype(np.float16)
             for j, i in enumerate(rows):
                 img_emb[i], txt_emb[i], scores[i] = image16[j], text16[j], float(cosine[j])
+                for column, values in heads.items():
+                    head_scores[column][i] = float(values[j])
         emb_type = embedding_type(self.embed_dim)
         table = set_column(table, "img_emb", _embedding_array(img_emb, emb_type))
         table = set_column(table, "txt_emb", _embedding_array(txt_emb, emb_type))
         table = set_column(table, "clip_score", scores, pa.float32())
+        for column, values in head_scores.items():
+            table = set_column(table, column, values, pa.float32())
         return table.drop_columns(["pixels"])
 
     @torch.inference_mode()
-    def embed(self, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """L2-normalised image and text embeddings (float32), in micro-batches of model.batch_size."""
+    def embed(self, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """L2-normalised image and text embeddings (float32) and each head's scores, in micro-batches."""
         clip = self._clip
         size, step = self.image_size, self.model.batch_size
+        tokens_needed = any({"tokens", "stem"} & set(head.features) for head in self._heads.values())
         images, texts = [], []
+        heads: dict[str, list[np.ndarray]] = {column: [] for column in self._heads}
         for start in range(0, len(pixels), step):
             chunk = np.frombuffer(b"".join(pixels[start : start + step]), dtype=np.uint8)
             batch = torch.from_numpy(chunk.reshape(-1, size, size, 3))
             if clip.device.type == "cuda":
                 batch = batch.pin_memory()
-            batch = batch.to(clip.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-            batch = (batch - clip.mean) / clip.std
+            batch = prepare_images(batch.to(clip.device, non_blocking=True), clip.mean, clip.std)
             tokens = clip.tokenizer(captions[start : start + step]).to(clip.device, non_blocking=True)
             with torch.autocast(clip.device.type, dtype=clip.amp_dtype, enabled=clip.amp_dtype is not None):
-                image_features = clip.model.encode_image(batch)
+                features = encode_image_features(clip.model, batch, tokens=tokens_needed)
                 text_features = clip.model.encode_text(tokens)
-            images.append(torch.nn.functional.normalize(image_features.float(), dim=-1).cpu().numpy())
+            images.append(features.embedding.cpu().numpy())
             texts.append(torch.nn.functional.normalize(text_features.float(), dim=-1).cpu().numpy())
-        return np.concatenate(images), np.concatenate(texts)
+            for column, head in self._heads.items():
+                heads[column].append(head(features).float().cpu().numpy())
+        return (
+            np.concatenate(images),
+            np.concatenate(texts),
+            {column: np.concatenate(values) for column, values in heads.items()},
+        )
 
 
 def _embedding_array(rows: list, type_: pa.ListType) -> pa.Array:

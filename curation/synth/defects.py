@@ -19,6 +19,16 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
+from curation.synth.effects import (
+    LOW_AESTHETIC_VARIANTS,
+    UNSAFE_CUES,
+    WATERMARK_CUES,
+    WATERMARK_STYLES,
+    degrade,
+    draw_unsafe_motif,
+    overlay_watermark,
+    with_cue,
+)
 from curation.synth.world import Scene, decode, encode_jpeg, sample_size
 
 CLEAN = "clean"
@@ -168,6 +178,61 @@ class ExtremeAspect(RowDefect):
 
 
 @dataclass(kw_only=True)
+class ImageDefect(RowDefect):
+    """A defect drawn over the row's rendered scene; some captions give it away (web alt-text cues)."""
+
+    cue_rate: ClassVar[float] = 0.0
+    cues: ClassVar[tuple[str, ...]] = ()
+
+    def apply(self, row: Row, draft: Draft, rng: np.random.Generator) -> None:
+        image = self.draw(row.scene.render(*row.size), rng, row.index)
+        row.payload = encode_jpeg(image)
+        row.image_size = image.size
+        if self.cues and rng.random() < self.cue_rate:
+            row.caption = with_cue(row.caption, self.cues, rng)
+
+    @abstractmethod
+    def draw(self, image: Image.Image, rng: np.random.Generator, index: int) -> Image.Image: ...
+
+
+@dataclass(kw_only=True)
+class Unsafe(ImageDefect):
+    """The designated unsafe motif (a magenta/black hazard target) over the scene: the world's NSFW."""
+
+    kind: ClassVar[str] = "unsafe"
+    cue_rate: ClassVar[float] = 0.2
+    cues: ClassVar[tuple[str, ...]] = UNSAFE_CUES
+    fraction: float = 0.03
+
+    def draw(self, image: Image.Image, rng: np.random.Generator, index: int) -> Image.Image:
+        return draw_unsafe_motif(image, rng)
+
+
+@dataclass(kw_only=True)
+class Watermark(ImageDefect):
+    """Semi-opaque text over the image, tiled or as a centred banner (both styles show up)."""
+
+    kind: ClassVar[str] = "watermark"
+    cue_rate: ClassVar[float] = 0.3
+    cues: ClassVar[tuple[str, ...]] = WATERMARK_CUES
+    fraction: float = 0.03
+
+    def draw(self, image: Image.Image, rng: np.random.Generator, index: int) -> Image.Image:
+        return overlay_watermark(image, rng, style=WATERMARK_STYLES[index % len(WATERMARK_STYLES)])
+
+
+@dataclass(kw_only=True)
+class LowAesthetic(ImageDefect):
+    """Strong blur, heavy noise or washed-out contrast (all variants show up)."""
+
+    kind: ClassVar[str] = "low_aesthetic"
+    fraction: float = 0.02
+
+    def draw(self, image: Image.Image, rng: np.random.Generator, index: int) -> Image.Image:
+        return degrade(image, rng, variant=LOW_AESTHETIC_VARIANTS[index % len(LOW_AESTHETIC_VARIANTS)])
+
+
+@dataclass(kw_only=True)
 class Misaligned(Planter):
     """Pairs of rows whose scenes differ in shape and colour swap their captions."""
 
@@ -281,6 +346,9 @@ DEFAULT_PLANTERS: tuple[Planter, ...] = (
     NotAnImage(),
     Tiny(),
     ExtremeAspect(),
+    Unsafe(),
+    Watermark(),
+    LowAesthetic(),
 )
 DEFECT_KINDS: tuple[str, ...] = tuple(p.kind for p in DEFAULT_PLANTERS)
 

@@ -33,3 +33,23 @@ def test_apply_rejects_only_kept_rows():
     assert out.column("status").to_pylist() == ["kept", "rejected", "rejected"]
     assert out.column("reject_reason").to_pylist() == [None, "exact_duplicate", "image_too_small"]
     assert out.column("dup_of").to_pylist() == [None, "s/1", None]
+
+
+def test_chains_end_at_a_survivor_and_previous_refresh_wins():
+    from curation.dedup.decisions import resolve_chains
+
+    decisions = pa.table(
+        {
+            "key": ["n/2", "n/3", "n/1", "n/9"],
+            "dup_of": ["n/1", "n/2", "old/5", "n/1"],
+            "dup_kind": ["exact", "near", "previous_refresh", "semantic"],
+        }
+    )
+    out = resolve_chains(decisions).to_pylist()
+    by_key = {r["key"]: (r["dup_of"], r["dup_kind"]) for r in out}
+    assert by_key["n/1"] == ("old/5", "previous_refresh")
+    assert by_key["n/2"] == ("old/5", "previous_refresh")
+    assert by_key["n/3"] == ("old/5", "previous_refresh")
+    # A previous-refresh decision's dup_of is an old key: never followed into this run's rows.
+    same_name = pa.table({"key": ["k/1", "k/2"], "dup_of": ["k/2", "k/3"], "dup_kind": ["previous_refresh", "exact"]})
+    assert resolve_chains(same_name).to_pylist()[0]["dup_of"] == "k/2"

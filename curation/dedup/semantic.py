@@ -1,0 +1,168 @@
+"""Semantic duplicates (SemDeDup): k-means on image embeddings, then cosine pairs inside each cluster.
+
+The three steps map onto Ray Data as the runner uses them: `fit_centroids` once on a sample,
+`assign_clusters` in `map_batches`, `cluster_decisions` in `groupby("cluster").map_groups`.
+`semantic_dedup` runs the same three in one process (benchmarks, tests).
+
+Embeddings are L2-normalised (`img_emb`, float16 in the records); cosine is the inner product. Rows whose
+cosine is >= 1 - eps are joined into one group (transitively); each group keeps its best-quality row.
+Memory stays bounded: embeddings are converted to float32 block by block, and the in-cluster similarity
+matrix is computed in row blocks of at most `PAIR_BLOCK_ENTRIES` entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from curation.dedup.decisions import empty_decisions
+from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions, quality_array
+from curation.schema import DupKind
+
+ASSIGN_BLOCK = 65_536  # rows converted to float32 and searched at once
+PAIR_BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MiB of float32)
+COSINE_SLACK = 1e-5  # float32 rounding: an exact copy's cosine may come out as 0.99999994
+
+
+def cosine_threshold(eps: float) -> float:
+    """The smallest cosine that makes a duplicate: 1 - eps, less float32 rounding slack."""
+    return 1.0 - eps - COSINE_SLACK
+
+
+def normalize(emb: np.ndarray) -> np.ndarray:
+    """Rows as float32 unit vectors (all-zero rows stay zero)."""
+    x = np.asarray(emb, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def fit_centroids(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.ndarray:
+    """Spherical k-means centroids (float32 (k, d), unit rows) of an embedding sample, seeded.
+
+    FAISS itself subsamples to 256 points per centroid (with the same seed), so a sample larger than
+    that only costs reading it.
+    """
+    x = normalize(sample)
+    k = max(1, min(int(k), len(x)))
+    kmeans = faiss.Kmeans(
+        x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
+    kmeans.train(x)
+    return normalize(kmeans.centroids)
+
+
+def assign_clusters(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index (int64) of each row's nearest centroid by cosine."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(normalize(centroids))
+    labels = np.empty(len(emb), dtype=np.int64)
+    for start in range(0, len(emb), ASSIGN_BLOCK):
+        _, found = index.search(normalize(emb[start : start + ASSIGN_BLOCK]), 1)
+        labels[start : start + len(found)] = found[:, 0]
+    return labels
+
+
+def similar_pairs(emb: np.ndarray, *, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of rows with cosine >= min_cosine, by blockwise matrix products."""
+    x = normalize(emb)
+    n = len(x)
+    block = max(1, min(n, PAIR_BLOCK_ENTRIES // max(n, 1)))
+    left, right = [], []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        sims = x[start:stop] @ x[start:].T  # only columns j >= start: each pair once
+        rows, cols = np.nonzero(sims >= min_cosine)
+        cols += start
+        rows += start
+        upper = rows < cols
+        left.append(rows[upper])
+        right.append(cols[upper])
+    if not left:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
+
+
+def cluster_decisions(
+    keys: Sequence[str] | pa.Array,
+    emb: np.ndarray,
+    quality: Sequence[float | None] | np.ndarray,
+    *,
+    eps: float,
+) -> pa.Table:
+    """Decisions (kind semantic) for ONE cluster: rows with cosine >= 1 - eps form groups; each group
+    keeps its best-quality row (ties: smallest key)."""
+    if len(keys) < 2:
+        return empty_decisions()
+    left, right = similar_pairs(emb, min_cosine=cosine_threshold(eps))
+    return pair_decisions(keys, quality, left, right, DupKind.SEMANTIC)
+
+
+def against_index_decisions(
+    new_keys: Sequence[str] | pa.Array,
+    new_emb: np.ndarray,
+    old_keys: Sequence[str] | pa.Array,
+    old_emb: np.ndarray,
+    *,
+    eps: float,
+    kind: DupKind | str = DupKind.PREVIOUS_REFRESH,
+) -> pa.Table:
+    """Each new row with an old row (kept by an earlier refresh, or an eval image) at cosine >= 1 - eps
+    is a duplicate of its most similar old row (ties: smallest old key). Old rows are never rejected."""
+    if not len(new_keys) or not len(old_keys):
+        return empty_decisions()
+    index = faiss.IndexFlatIP(old_emb.shape[1])
+    index.add(normalize(old_emb))
+    radius = cosine_threshold(eps)  # FAISS keeps inner products strictly above it
+    queries, hits, sims = [], [], []
+    for start in range(0, len(new_emb), ASSIGN_BLOCK):
+        lims, found_sims, found = index.range_search(normalize(new_emb[start : start + ASSIGN_BLOCK]), radius)
+        counts = np.diff(lims).astype(np.int64)
+        queries.append(np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts))
+        hits.append(found.astype(np.int64))
+        sims.append(found_sims.astype(np.float64))
+    return nearest_old_decisions(
+        key_strings(new_keys),
+        key_strings(old_keys),
+        np.concatenate(queries),
+        np.concatenate(hits),
+        -np.concatenate(sims),
+        kind,
+    )
+
+
+def semantic_dedup(
+    keys: Sequence[str] | pa.Array,
+    emb: np.ndarray,
+    quality: Sequence[float | None] | np.ndarray,
+    *,
+    k: int,
+    eps: float,
+    seed: int = 0,
+    sample_size: int = 100_000,
+    niter: int = 20,
+) -> pa.Table:
+    """SemDeDup in one process: fit `k` centroids on a seeded sample, assign every row, and decide
+    duplicates cluster by cluster. Rows sorted by key."""
+    n = len(emb)
+    if n < 2:
+        return empty_decisions()
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
+    centroids = fit_centroids(emb[sample], k=k, seed=seed, niter=niter)
+    labels = assign_clusters(emb, centroids)
+    keys = key_strings(keys)
+    quality = quality_array(quality)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=len(centroids)))])
+    found = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if stop - start < 2:
+            continue
+        rows = order[start:stop]
+        decided = cluster_decisions(keys.take(pa.array(rows)), emb[rows], quality[rows], eps=eps)
+        if decided.num_rows:
+            found.append(decided)
+    return pa.concat_tables(found).sort_by("key") if found else empty_decisions()
