@@ -139,6 +139,23 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
         click.echo(format_table(result, clean_rejections(rows, truth), missing_keys(rows, truth), measured))
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks: figures and ratios measured in one run; the last line printed is JSON."""
+
+
+@bench.command("dedup")
+@click.option("--n", default=100_000, show_default=True, type=click.IntRange(min=100), help="Embeddings.")
+@click.option("--dim", default=512, show_default=True, type=click.IntRange(min=2), help="Embedding width.")
+@click.option("--scaling", is_flag=True, help="Also time n/10 rows and report time(n) / time(n/10).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
+    """Semantic dedup (k-means + in-cluster cosine) on synthetic embeddings with planted duplicates."""
+    from curation.bench.dedup import dedup_command
+
+    dedup_command.callback(n=n, dim=dim, scaling=scaling, seed=seed)
+
+
 def _print_funnel(manifest: dict, output_url: str) -> None:
     f = manifest["funnel"]
     click.echo(f"input {f['input']}  kept {f['kept']}  rejected {f['rejected']}")

@@ -130,7 +130,7 @@ class HeadConfig(_Section):
 DEFAULT_HEADS = (
     HeadConfig(name="unsafe", weights="builtin", threshold=0.5),
     HeadConfig(name="watermark", weights="builtin", threshold=0.5),
-    HeadConfig(name="aesthetic", weights="builtin", threshold=0.5, reject="below"),
+    HeadConfig(name="aesthetic", weights="builtin", threshold=0.25, reject="below"),
 )
 
 
@@ -140,6 +140,9 @@ class DedupConfig(_Section):
     exact: bool = True
     near: bool = True
     near_radius: int = Field(8, ge=0, le=32, description="pHash Hamming distance that makes a near duplicate.")
+    near_min_cosine: float = Field(
+        0.9, ge=-1.0, le=1.0, description="...and image embeddings at least this similar (-1: pHash alone)."
+    )
     semantic: bool = True
     semantic_eps: float = Field(0.02, ge=0.0, le=1.0, description="Pairs with cosine >= 1 - eps are duplicates.")
     clusters: int | None = Field(None, ge=1, description="k-means clusters; default grows with the data.")

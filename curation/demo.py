@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
         log(f"generating {rows} synthetic image-text pairs in {input_dir} ...")
         generate(str(input_dir), rows=rows, seed=seed, fmt="webdataset")
     cfg = load_config(DEMO_CONFIG if DEMO_CONFIG.exists() else None)
+    _forget_other_runs(output_dir, cfg.digest())
     log(f"curating with {DEMO_CONFIG.name if DEMO_CONFIG.exists() else 'built-in defaults'} ...")
     result = run_job(cfg, str(input_dir), str(output_dir), log=log)
     f = result.manifest["funnel"]
@@ -34,3 +36,11 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
     log(f"output: {output_dir}/kept/*.parquet  (rejected/, _manifest.json beside it)")
     log(f"done in {time.time() - started:.0f} s")
     return result.manifest
+
+
+def _forget_other_runs(output_dir: Path, digest: str) -> None:
+    """The demo's output is disposable: one left by another config is removed, not refused."""
+    for marker in (output_dir / "_manifest.json", output_dir / "_work" / "job.json"):
+        if marker.exists() and json.loads(marker.read_text()).get("config_digest") != digest:
+            shutil.rmtree(output_dir)
+            return

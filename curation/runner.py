@@ -212,6 +212,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
                 quality=d.quality,
                 near=d.near,
                 near_radius=d.near_radius,
+                near_min_cosine=d.near_min_cosine,
                 semantic=d.semantic,
                 semantic_eps=d.semantic_eps,
                 against=list(d.against),

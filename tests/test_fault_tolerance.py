@@ -20,7 +20,7 @@ from curation.runner import run_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SETTINGS = ["model.threads=1", "dedup.near=false", "dedup.semantic=false"]
+SETTINGS = ["model.threads=1"]
 REPO = Path(__file__).resolve().parent.parent
 
 

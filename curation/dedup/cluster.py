@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.dedup.decisions import DECISION_SCHEMA, empty_decisions
 from curation.dedup.prepare import embeddings, phashes
-from curation.dedup.near import against_phash_decisions, near_duplicate_decisions
+from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions
+from curation.dedup.near import near_pairs, phash_codes, range_pairs
 from curation.dedup.semantic import against_index_decisions, cluster_decisions
 from curation.dedup.state import STATE_COLUMNS, cluster_file, read_cluster_state
 from curation.io.commit import Location, parquet_bytes
@@ -28,6 +30,7 @@ class ClusterDedup:
     quality: str = "clip_score"
     near: bool = True
     near_radius: int = 8
+    near_min_cosine: float = 0.9
     semantic: bool = True
     semantic_eps: float = 0.02
     against: list[str] = field(default_factory=list)
@@ -46,12 +49,7 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
         decided.append(found)
         alive = _without(alive, found)
     if settings.near and alive.num_rows > 1:
-        found = near_duplicate_decisions(
-            alive.column("key").to_pylist(),
-            phashes(alive),
-            alive.column(settings.quality).to_pylist(),
-            radius=settings.near_radius,
-        )
+        found = _near_decisions(alive, settings)
         decided.append(found)
         alive = _without(alive, found)
     if settings.semantic and alive.num_rows > 1:
@@ -73,6 +71,29 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
     return pa.concat_tables(tables) if tables else empty_decisions()
 
 
+def _near_decisions(rows: pa.Table, settings: ClusterDedup) -> pa.Table:
+    """pHash pairs within the radius whose images also embed alike (a shared pHash alone is weak evidence
+    on flat, synthetic or low-texture images)."""
+    left, right = near_pairs(phashes(rows), radius=settings.near_radius)
+    if settings.near_min_cosine > -1.0 and left.size:
+        emb = embeddings(rows)
+        similar = np.einsum("ij,ij->i", emb[left], emb[right]) >= settings.near_min_cosine
+        left, right = left[similar], right[similar]
+    return pair_decisions(rows.column("key").to_pylist(), rows.column(settings.quality).to_pylist(), left, right, DupKind.NEAR)
+
+
+def _near_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> pa.Table:
+    """New rows within the pHash radius of an earlier kept row that also embed alike: the closest wins."""
+    queries, hits, distances = range_pairs(phash_codes(phashes(new)), phash_codes(phashes(old)), radius=settings.near_radius)
+    if settings.near_min_cosine > -1.0 and queries.size:
+        similar = np.einsum("ij,ij->i", embeddings(new)[queries], embeddings(old)[hits]) >= settings.near_min_cosine
+        queries, hits, distances = queries[similar], hits[similar], distances[similar]
+    return nearest_old_decisions(
+        key_strings(new.column("key")), key_strings(old.column("key")), queries, hits,
+        distances.astype(np.float64), DupKind.PREVIOUS_REFRESH,
+    )
+
+
 def _against_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> pa.Table:
     kind = DupKind.PREVIOUS_REFRESH
     old_keys = old.column("key").to_pylist()
@@ -87,11 +108,7 @@ def _against_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> p
     ]
     rest = _without(new, found[0])
     if settings.near and rest.num_rows:
-        found.append(
-            against_phash_decisions(
-                rest.column("key").to_pylist(), phashes(rest), old_keys, phashes(old), radius=settings.near_radius, kind=kind
-            )
-        )
+        found.append(_near_previous(rest, old, settings))
         rest = _without(rest, found[-1])
     if settings.semantic and rest.num_rows:
         found.append(
