@@ -139,7 +139,7 @@ class DedupConfig(_Section):
 
     exact: bool = True
     near: bool = True
-    near_radius: int = Field(8, ge=0, le=32, description="pHash Hamming distance that makes a near duplicate.")
+    near_radius: int = Field(12, ge=0, le=32, description="pHash Hamming distance that makes a near duplicate.")
     near_min_cosine: float = Field(
         0.9, ge=-1.0, le=1.0, description="...and image embeddings at least this similar (-1: pHash alone)."
     )
@@ -151,6 +151,10 @@ class DedupConfig(_Section):
     quality: str = Field("clip_score", description="Column whose highest value is kept in a group.")
     against: list[str] = Field(
         default_factory=list, description="Earlier outputs whose kept rows new rows must not duplicate."
+    )
+    eval_sets: list[str] = Field(
+        default_factory=list,
+        description="Eval image sets (folders of images or img2dataset output) no kept pair may duplicate.",
     )
 
 

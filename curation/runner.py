@@ -73,8 +73,13 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     if done is not None:
         log(f"{output_url} already holds this job's complete output; nothing to do")
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
-    paths.out.remove("_SUCCESS")
-    attempt = check_or_claim_work_dir(paths, digest, shards)
+    try:
+        paths.out.remove("_SUCCESS")
+        attempt = check_or_claim_work_dir(paths, digest, shards)
+    except PermissionError:
+        from curation.io.sources import access_denied
+
+        raise UserError(access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")) from None
     # Imported here: workers that unpickle this module's functions need not import torch.
     from curation.models.clip import model_info
     from curation.plan import StagePlan
@@ -92,7 +97,7 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     timings["score_s"] = round(time.time() - t, 3)
 
     t = time.time()
-    n_dups = _dedup(shards, paths, cfg)
+    n_dups = _dedup(shards, paths, cfg, plan)
     log(f"dedup: {n_dups} duplicates found")
     timings["dedup_s"] = round(time.time() - t, 3)
 
@@ -122,7 +127,7 @@ def _init_ray(cfg: Config) -> None:
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     try:
         ray.init(
-            address=address,
+            address=address or "local",  # never attach to a stray local cluster unasked
             num_cpus=None if address else cfg.run.num_cpus,
             include_dashboard=False,
             logging_level=logging.WARNING,
@@ -173,7 +178,7 @@ def _empty_prepared() -> pa.Table:
     return pa.table({"source": pa.array([], pa.string())})
 
 
-def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
+def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan) -> int:
     """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster."""
     from curation.dedup import prepare
 
@@ -191,7 +196,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
         )
         tables += _collect(exact)
     paths.out.remove("_state")
-    clustered = d.near or d.semantic or bool(d.against)
+    clustered = d.near or d.semantic or bool(d.against) or bool(d.eval_sets)
     if clustered and total_rows:
         from curation.dedup.cluster import ClusterDedup, dedup_cluster
         from curation.dedup.semantic import fit_centroids
@@ -209,6 +214,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
             write_centroids(paths.out, centroids)
             dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
             settings = ClusterDedup(
+                eval_rows=_eval_rows(d.eval_sets, plan, centroids),
                 quality=d.quality,
                 near=d.near,
                 near_radius=d.near_radius,
@@ -231,6 +237,20 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config) -> int:
     decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
     paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
     return decisions.num_rows
+
+
+def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
+    """The eval sets' images, decoded and embedded like the input (on the driver: eval sets are small)."""
+    from curation.dedup.contamination import embed_eval_sets
+    from curation.dedup.prepare import embeddings
+    from curation.dedup.semantic import assign_clusters
+    from curation.stages.decode import DecodeStage
+
+    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
+    rows = embed_eval_sets(eval_sets, [decode, plan.embed])
+    if rows is None or not rows.num_rows:
+        return None
+    return rows.append_column("cluster", pa.array(assign_clusters(embeddings(rows), centroids), pa.int64()))
 
 
 def _collect(ds) -> list[pa.Table]:

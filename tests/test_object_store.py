@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import fsspec
@@ -69,3 +70,20 @@ def test_job_survives_a_throttling_store(small_world, s3_bucket, s3_proxy, local
 def test_missing_bucket_is_one_clear_line(s3_proxy):
     with pytest.raises(UserError, match="does not exist"):
         list_shards("s3://no-such-bucket-here/raw")
+
+
+def test_access_denied_names_the_url_and_the_credential_source(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):  # root reads anything: use S3's answer instead
+            from curation.io.sources import access_denied
+
+            message = access_denied("s3://bucket/raw", "s3")
+            assert message.startswith("access denied to s3://bucket/raw with AWS credentials from env")
+        else:
+            with pytest.raises(UserError, match="access denied to"):
+                list_shards(str(locked / "x"))
+    finally:
+        locked.chmod(0o755)

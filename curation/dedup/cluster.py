@@ -29,12 +29,13 @@ from curation.schema import DupKind
 class ClusterDedup:
     quality: str = "clip_score"
     near: bool = True
-    near_radius: int = 8
+    near_radius: int = 12
     near_min_cosine: float = 0.9
     semantic: bool = True
     semantic_eps: float = 0.02
     against: list[str] = field(default_factory=list)
     state_url: str | None = None  # where this run's state goes (the output URL)
+    eval_rows: pa.Table | None = None  # eval images (key, sha256, phash, img_emb, cluster)
 
 
 def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
@@ -43,9 +44,15 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
     decided: list[pa.Table] = []
     alive = group
 
+    if settings.eval_rows is not None:
+        evals = settings.eval_rows.filter(pc.equal(settings.eval_rows.column("cluster"), cluster))
+        if evals.num_rows:
+            found = _against(alive, evals, settings, DupKind.EVAL)
+            decided.append(found)
+            alive = _without(alive, found)
     previous = read_cluster_state(settings.against, cluster) if settings.against else None
     if previous is not None and previous.num_rows:
-        found = _against_previous(alive, previous, settings)
+        found = _against(alive, previous, settings, DupKind.PREVIOUS_REFRESH)
         decided.append(found)
         alive = _without(alive, found)
     if settings.near and alive.num_rows > 1:
@@ -82,20 +89,20 @@ def _near_decisions(rows: pa.Table, settings: ClusterDedup) -> pa.Table:
     return pair_decisions(rows.column("key").to_pylist(), rows.column(settings.quality).to_pylist(), left, right, DupKind.NEAR)
 
 
-def _near_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> pa.Table:
-    """New rows within the pHash radius of an earlier kept row that also embed alike: the closest wins."""
+def _near_old(new: pa.Table, old: pa.Table, settings: ClusterDedup, kind: DupKind) -> pa.Table:
+    """New rows within the pHash radius of an old row that also embed alike: the closest wins."""
     queries, hits, distances = range_pairs(phash_codes(phashes(new)), phash_codes(phashes(old)), radius=settings.near_radius)
     if settings.near_min_cosine > -1.0 and queries.size:
         similar = np.einsum("ij,ij->i", embeddings(new)[queries], embeddings(old)[hits]) >= settings.near_min_cosine
         queries, hits, distances = queries[similar], hits[similar], distances[similar]
     return nearest_old_decisions(
         key_strings(new.column("key")), key_strings(old.column("key")), queries, hits,
-        distances.astype(np.float64), DupKind.PREVIOUS_REFRESH,
+        distances.astype(np.float64), kind,
     )
 
 
-def _against_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> pa.Table:
-    kind = DupKind.PREVIOUS_REFRESH
+def _against(new: pa.Table, old: pa.Table, settings: ClusterDedup, kind: DupKind) -> pa.Table:
+    """New rows that duplicate old ones (kept by an earlier refresh, or eval images): exact, near, semantic."""
     old_keys = old.column("key").to_pylist()
     by_sha = dict(zip(old.column("sha256").to_pylist(), old_keys))
     new_keys = new.column("key").to_pylist()
@@ -108,7 +115,7 @@ def _against_previous(new: pa.Table, old: pa.Table, settings: ClusterDedup) -> p
     ]
     rest = _without(new, found[0])
     if settings.near and rest.num_rows:
-        found.append(_near_previous(rest, old, settings))
+        found.append(_near_old(rest, old, settings, kind))
         rest = _without(rest, found[-1])
     if settings.semantic and rest.num_rows:
         found.append(

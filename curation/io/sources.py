@@ -44,6 +44,27 @@ def shard_id_for(relative_path: str) -> str:
     return _UNSAFE_ID_CHARS.sub("_", stem.replace("/", "__")).strip("_") or "shard"
 
 
+def credential_source(protocol: str) -> str:
+    """Where the credentials in use come from (never the credentials themselves)."""
+    if protocol in ("s3", "s3a"):
+        try:
+            import botocore.session
+
+            credentials = botocore.session.Session().get_credentials()
+        except Exception:  # noqa: BLE001 - a broken AWS config is itself the answer
+            return "AWS configuration (unreadable)"
+        if credentials is None:
+            return "none found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role)"
+        return f"AWS credentials from {credentials.method}"
+    if protocol in ("gs", "gcs"):
+        return "Google credentials (GOOGLE_APPLICATION_CREDENTIALS or the metadata server)"
+    return "this machine's user and file permissions"
+
+
+def access_denied(url: str, protocol: str) -> str:
+    return f"access denied to {url} with {credential_source(protocol)}: grant read/write access or use other credentials"
+
+
 def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None = None) -> list[Shard]:
     """List the shards under `input_url` (a directory or a single file), sorted by id."""
     try:
@@ -51,13 +72,16 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
     except (ImportError, ValueError) as exc:
         raise UserError(f"cannot open input {input_url}: {exc}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if not fs.exists(root):
-        raise UserError(f"input {input_url} does not exist: check the --input path or URL")
-    if fs.isfile(root):
-        files, base = [root], posixpath.dirname(root)
-    else:
-        files, base = fs.find(root), root
-        files = [p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p)]
+    try:
+        if not fs.exists(root):
+            raise UserError(f"input {input_url} does not exist: check the --input path or URL")
+        if fs.isfile(root):
+            files, base = [root], posixpath.dirname(root)
+        else:
+            files, base = fs.find(root), root
+    except PermissionError:
+        raise UserError(access_denied(input_url, protocol)) from None
+    files = [p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p)]
 
     def full_url(path: str) -> str:
         return path if protocol in ("file", "local") else f"{protocol}://{path}"

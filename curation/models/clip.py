@@ -182,9 +182,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _create_from_tag(arch: str, tag: str, device: torch.device) -> torch.nn.Module:
     """Create `arch` with a tag's weights: from the local cache, or downloaded when the hub answers."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
     try:
         with _offline_env(offline), _socket_timeout(10.0):
+            # fetch (or find in the cache) first: building a large model only to fail after is slow
+            if not download_pretrained(get_pretrained_cfg(arch, tag)):
+                raise FileNotFoundError(tag)
             return open_clip.create_model(arch, pretrained=tag, device=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - hub, cache and network errors come in many types
         why = "no network and not in the local cache" if offline else f"download failed ({type(exc).__name__})"
@@ -201,9 +206,18 @@ def _offline_env(offline: bool):
         return
     previous = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    try:  # huggingface_hub reads the variable once, at import: set its constant too
+        from huggingface_hub import constants
+    except ImportError:
+        constants = None
+    previous_constant = getattr(constants, "HF_HUB_OFFLINE", None)
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = previous_constant
         if previous is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
