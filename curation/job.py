@@ -26,6 +26,7 @@ from curation.io.readers import read_shard
 from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
+from curation.stages.clip_filter import ClipScoreFilter
 
 SHARD_ROWS = "_shard_rows"  # internal column: rows the reader found in the row's shard
 
@@ -107,9 +108,12 @@ def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]
 # ---- phase 3: write -------------------------------------------------------------------------------
 
 
-def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths) -> dict:
-    """Apply decisions to one scored shard and commit its kept/ and rejected/ files."""
+def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths, clip_threshold: float | None = None) -> dict:
+    """Apply the job-wide clip_score threshold (keep_fraction) and the dedup decisions to one scored
+    shard, and commit its kept/ and rejected/ files."""
     table = read_parquet(paths.work, paths.scored_name(shard_id))
+    if clip_threshold is not None:
+        table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
     if not cfg.output.keep_images:
         table = set_column(table, "image", pa.nulls(table.num_rows, pa.binary()))

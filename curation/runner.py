@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -96,17 +97,24 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     _score(pending, plan, paths, info.embed_dim, cfg, log)
     timings["score_s"] = round(time.time() - t, 3)
 
+    clip_threshold = _keep_fraction_threshold(shards, paths, cfg)
+
     t = time.time()
-    n_dups = _dedup(shards, paths, cfg, plan)
+    n_dups = _dedup(shards, paths, cfg, plan, clip_threshold)
     log(f"dedup: {n_dups} duplicates found")
     timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
-    results = _write(shards, cfg, paths)
+    results = _write(shards, cfg, paths, clip_threshold)
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
     manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    manifest["clip_threshold"] = {
+        "min_score": cfg.clip.min_score,
+        "keep_fraction": cfg.clip.keep_fraction,
+        "keep_fraction_threshold": clip_threshold if clip_threshold is not None and math.isfinite(clip_threshold) else None,
+    }
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     paths.out.write_bytes(b"", "_SUCCESS")
     return JobResult(output_url=output_url, manifest=manifest)
@@ -178,7 +186,26 @@ def _empty_prepared() -> pa.Table:
     return pa.table({"source": pa.array([], pa.string())})
 
 
-def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan) -> int:
+def _keep_fraction_threshold(shards: list[Shard], paths: JobPaths, cfg: Config) -> float | None:
+    """DataComp-style top-k %: the clip_score threshold that keeps `clip.keep_fraction` of the rows
+    still kept after scoring, over the whole job. Reads one float per row on the driver."""
+    if cfg.clip.keep_fraction is None:
+        return None
+    import numpy as np
+
+    from curation.io.commit import read_parquet
+    from curation.stages.clip_filter import threshold_for_keep_fraction
+
+    scores = []
+    for shard in shards:
+        table = read_parquet(paths.work, paths.scored_name(shard.shard_id), columns=["clip_score", "status"])
+        table = table.filter(pc.equal(table.column("status"), "kept"))
+        scores.append(table.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64))
+    values = np.concatenate(scores) if scores else np.zeros(0)
+    return threshold_for_keep_fraction(np.nan_to_num(values, nan=np.nan), cfg.clip.keep_fraction)
+
+
+def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_threshold: float | None = None) -> int:
     """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster."""
     from curation.dedup import prepare
 
@@ -187,7 +214,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan) -> int:
     total_rows = sum(_parquet_rows(paths, f) for f in files)
     columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", "status", d.quality]))
     rows = ray.data.read_parquet(files, filesystem=_arrow_fs(paths)).select_columns(columns)
-    rows = rows.map_batches(prepare.kept_rows, batch_format="pyarrow")
+    rows = rows.map_batches(prepare.kept_rows, fn_kwargs={"min_clip_score": clip_threshold}, batch_format="pyarrow")
     partitions = _partitions(len(shards))
     tables: list[pa.Table] = []
     if d.exact and total_rows:
@@ -290,9 +317,9 @@ def _arrow_fs(paths: JobPaths):
     return PyFileSystem(FSSpecHandler(paths.work.fs))
 
 
-def _write(shards: list[Shard], cfg: Config, paths: JobPaths) -> list[dict]:
+def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
     def write(batch: pa.Table) -> pa.Table:
-        results = [write_final_shard(sid, cfg, paths) for sid in batch.column("shard_id").to_pylist()]
+        results = [write_final_shard(sid, cfg, paths, clip_threshold) for sid in batch.column("shard_id").to_pylist()]
         return pa.table({"result": [json.dumps(r) for r in results]})
 
     items = [{"shard_id": s.shard_id} for s in shards]

@@ -21,9 +21,12 @@ def phashes(table: pa.Table) -> np.ndarray:
     return table.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
 
 
-def kept_rows(batch: pa.Table) -> pa.Table:
-    """Rows still kept after scoring, with a hash: the only ones dedup looks at."""
+def kept_rows(batch: pa.Table, *, min_clip_score: float | None = None) -> pa.Table:
+    """Rows still kept after scoring, with a hash (and above the job-wide clip_score threshold, when
+    there is one): the only ones dedup looks at, so a row about to be dropped never survives a group."""
     mask = pc.and_(pc.equal(batch.column("status"), Status.KEPT.value), pc.is_valid(batch.column("sha256")))
+    if min_clip_score is not None:
+        mask = pc.and_(mask, pc.fill_null(pc.greater_equal(batch.column("clip_score"), min_clip_score), False))
     return batch.filter(mask)
 
 

@@ -256,6 +256,7 @@ def save_open_clip_dir(model: torch.nn.Module, arch: str, out_dir: Path, *, fp16
         state[name] = (tensor.half() if fp16 and tensor.is_floating_point() else tensor).contiguous().clone()
     path = out_dir / WEIGHTS_FILE
     save_file(state, str(path), metadata={"arch": arch})
+    path.chmod(0o644)  # package data: readable by everyone
     return path
 
 

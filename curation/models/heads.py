@@ -102,6 +102,7 @@ class MlpHead(nn.Module):
         tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
         metadata = {"format": HEAD_FORMAT, "features": ",".join(self.features), "hidden": str(self.hidden), **info}
         save_file(tensors, str(path), metadata=metadata)
+        path.chmod(0o644)  # package data: readable by everyone
 
 
 def load_head(path: str | Path, device: torch.device | str = "cpu") -> MlpHead:

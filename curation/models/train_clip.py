@@ -380,7 +380,7 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 - Training: {settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
   + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
   training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).
-- Command: `curate train-clip --output curation/models/assets/{settings.arch} {' '.join(flags)}`.
+- Command: `{' '.join(['curate train-clip --output curation/models/assets/' + settings.arch, *flags])}`.
 
 ## Metrics (held-out pairs from seed {settings.eval_seed}, never seen in training)
 
@@ -391,7 +391,7 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 ## Heads (heads/*.safetensors)
 
 MLP heads (64 hidden units) over the image embedding, mean- and max-pooled patch tokens and spatial
-statistics of the patch embedding (stem), all from the same forward pass, trained on {settings.head_images} labelled images ({int(HEAD_MIX[1] * 100)} % per defect);
+statistics of the patch embedding (stem), all from the same forward pass, trained on {settings.head_images} labelled images ({round(100 * (1 - HEAD_MIX[0]))} % with one of the defects);
 held-out figures at threshold 0.5 (for `aesthetic`, the defect is a score below 0.5):
 
 | head | precision | recall | AUC |
