@@ -91,21 +91,21 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     timings: dict[str, float] = {}
 
     t = time.time()
-    pending = [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
+    pending = _pending(shards, paths)
     if len(pending) < len(shards):
         log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
-    _score(pending, plan, paths, info.embed_dim, cfg, log)
+    _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log)
     timings["score_s"] = round(time.time() - t, 3)
 
     clip_threshold = _keep_fraction_threshold(shards, paths, cfg)
 
     t = time.time()
-    n_dups = _dedup(shards, paths, cfg, plan, clip_threshold)
+    n_dups = _survive_node_loss(lambda: _dedup(shards, paths, cfg, plan, clip_threshold), log)
     log(f"dedup: {n_dups} duplicates found")
     timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
-    results = _write(shards, cfg, paths, clip_threshold)
+    results = _survive_node_loss(lambda: _write(shards, cfg, paths, clip_threshold), log)
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
@@ -118,6 +118,28 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     paths.out.write_bytes(b"", "_SUCCESS")
     return JobResult(output_url=output_url, manifest=manifest)
+
+
+NODE_LOSS_RETRIES = 2
+
+
+def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
+    return [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
+
+
+def _survive_node_loss(phase, log):
+    """Run a phase again when a node died under it. Phases are idempotent: committed shards are
+    skipped, decisions and final files are rewritten with the same bytes."""
+    from ray.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError
+
+    lost = (ActorDiedError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError)
+    for attempt in range(NODE_LOSS_RETRIES + 1):
+        try:
+            return phase()
+        except lost as exc:
+            if attempt == NODE_LOSS_RETRIES:
+                raise
+            log(f"a Ray node or worker was lost ({type(exc).__name__}); running the phase again")
 
 
 def _init_ray(cfg: Config) -> None:
@@ -213,8 +235,19 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
     total_rows = sum(_parquet_rows(paths, f) for f in files)
     columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", "status", d.quality]))
-    rows = ray.data.read_parquet(files, filesystem=_arrow_fs(paths)).select_columns(columns)
-    rows = rows.map_batches(prepare.kept_rows, fn_kwargs={"min_clip_score": clip_threshold}, batch_format="pyarrow")
+    # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
+    work = paths.work
+
+    def read_small_columns(batch: pa.Table) -> pa.Table:
+        from curation.io.commit import read_parquet
+
+        tables = [read_parquet(work, name, columns=columns) for name in batch.column("name").to_pylist()]
+        kept = [prepare.kept_rows(t, min_clip_score=clip_threshold) for t in tables]
+        return pa.concat_tables(kept)
+
+    names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
+    rows = ray.data.from_items(names, override_num_blocks=len(names))
+    rows = rows.map_batches(read_small_columns, batch_size=None, batch_format="pyarrow")
     partitions = _partitions(len(shards))
     tables: list[pa.Table] = []
     if d.exact and total_rows:
@@ -309,12 +342,6 @@ def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) 
 
 def _partitions(n_shards: int) -> int:
     return max(2, min(n_shards, 512))
-
-
-def _arrow_fs(paths: JobPaths):
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return PyFileSystem(FSSpecHandler(paths.work.fs))
 
 
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
