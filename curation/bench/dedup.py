@@ -158,6 +158,7 @@ def _run_once(n: int, dim: int, seed: int) -> dict:
     with PeakRss() as rss:
         data = make_planted_embeddings(n=n, dim=dim, seed=seed)
         settings = settings_for(n)
+        steps: dict[str, float] = {}
         start, cpu_start = time.perf_counter(), time.process_time()
         decisions = semantic_dedup(
             data.keys,
@@ -168,6 +169,7 @@ def _run_once(n: int, dim: int, seed: int) -> dict:
             seed=seed,
             sample_size=settings.sample_size,
             niter=settings.niter,
+            timings=steps,
         )
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         run = {
@@ -175,6 +177,7 @@ def _run_once(n: int, dim: int, seed: int) -> dict:
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "k": settings.k,
+            "steps": {name: round(value, 3) for name, value in steps.items()},
             "planted": data.planted_copies,
             **score(data, decisions),
         }
@@ -189,7 +192,8 @@ def describe(run: dict) -> str:
         f"n={run['n']:,}: {run['seconds']:.1f} s ({run['cpu_seconds']:.1f} s CPU), "
         f"peak RSS {run['peak_rss_gib']:.2f} GiB, k={run['k']}, "
         f"rejected {run['rejected']:,} of {run['planted']:,} planted copies, precision {run['precision']:.4f}, "
-        f"recall {run['recall']:.4f}, groups with exactly one survivor {run['groups_with_one_survivor']:.4f}"
+        f"recall {run['recall']:.4f}, groups with exactly one survivor {run['groups_with_one_survivor']:.4f}; "
+        + ", ".join(f"{name} {value:.1f}" for name, value in run["steps"].items())
     )
 
 
@@ -211,6 +215,9 @@ def run_dedup_bench(n: int, dim: int, scaling: bool, seed: int = 0, *, log=None)
         "precision": round(big["precision"], 6),
         "recall": round(big["recall"], 6),
         "scaling_ratio": round(big["seconds"] / runs[0]["seconds"], 3) if scaling else None,
+        "k": big["k"],
+        "steps": big["steps"],
+        "steps_small": runs[0]["steps"] if scaling else None,
     }
 
 

@@ -5,7 +5,8 @@ from click.testing import CliRunner
 
 from curation.bench.dedup import dedup_command, make_planted_embeddings, run_dedup_bench
 
-KEYS = {"bench", "n", "dim", "seconds", "peak_rss_gib", "precision", "recall", "scaling_ratio"}
+KEYS = {"bench", "n", "dim", "seconds", "peak_rss_gib", "precision", "recall", "scaling_ratio", "k", "steps", "steps_small"}
+STEPS = {"fit_s", "assign_s", "clusters_s"}
 
 
 def test_command_ends_with_one_json_line():
@@ -19,12 +20,14 @@ def test_command_ends_with_one_json_line():
     assert figures["precision"] >= 0.95 and figures["recall"] >= 0.95
     assert figures["seconds"] > 0 and figures["peak_rss_gib"] > 0
     assert figures["scaling_ratio"] is None
+    assert set(figures["steps"]) == STEPS and sum(figures["steps"].values()) <= figures["seconds"] * 1.01
 
 
 def test_scaling_runs_a_tenth_first():
     figures = run_dedup_bench(5000, 32, scaling=True, seed=0)
     assert set(figures) == KEYS
     assert figures["scaling_ratio"] > 0
+    assert set(figures["steps_small"]) == STEPS and figures["k"] == 2
 
 
 def test_planted_data_is_what_the_docstring_says():
