@@ -22,12 +22,13 @@ KIND_REASONS: dict[str, tuple[str, ...]] = {
     "low_aesthetic": ("low_aesthetic",),
     "exact_duplicate": ("exact_duplicate",),
     "near_duplicate": ("near_duplicate",),
+    "semantic_duplicate": ("semantic_duplicate",),
     "truncated_jpeg": ("truncated_image",),
     "not_an_image": ("not_an_image",),
     "tiny": ("image_too_small",),
     "extreme_aspect": ("extreme_aspect_ratio",),
 }
-GROUP_KINDS = {"exact_duplicate": "exact", "near_duplicate": "near"}  # kind -> duplicate_groups kind
+GROUP_KINDS = {"exact_duplicate": "exact", "near_duplicate": "near", "semantic_duplicate": "semantic"}  # kind -> duplicate_groups kind
 CLEAN = "clean"
 
 
@@ -103,7 +104,7 @@ def clean_rejections(rows: dict[str, tuple[str, str | None]], truth: dict) -> Co
     counts: Counter = Counter()
     for key, label in truth["labels"].items():
         status, reason = rows.get(key, (None, None))
-        if label == CLEAN and status == "rejected" and not (key in originals and reason in ("exact_duplicate", "near_duplicate")):
+        if label == CLEAN and status == "rejected" and not (key in originals and reason in GROUP_KINDS):
             counts[reason] += 1
     return counts
 

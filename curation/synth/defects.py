@@ -50,7 +50,7 @@ class Row:
 
 @dataclass(frozen=True, kw_only=True)
 class DuplicateGroup:
-    kind: str  # "exact" | "near"
+    kind: str  # "exact" | "near" | "semantic"
     variant: str | None
     original: int
     copies: tuple[int, ...]
@@ -92,6 +92,10 @@ class CleanPool:
                 taken.append(self._rows.pop(position))
             position -= 1
         return taken
+
+    def put_back(self, row: Row) -> None:
+        """Return a row just taken; the next `take` hands it out first."""
+        self._rows.append(row)
 
 
 def planter_rng(seed: int, kind: str) -> np.random.Generator:
@@ -262,6 +266,11 @@ class DuplicateGroups(Planter):
     group_kind: ClassVar[str]
     variants: ClassVar[tuple[str | None, ...]]
     copies_per_group: tuple[int, int] = (1, 2)
+    tries: int = 8  # originals tried per group when `accepts` turns copies down
+
+    def accepts(self, source: bytes, copies: list[bytes]) -> bool:
+        """Whether these copies of `source` make a group of this kind (all do, unless a kind says not)."""
+        return True
 
     def plant(self, draft: Draft, rng: np.random.Generator) -> None:
         budget = self.budget(len(draft.rows))
@@ -280,18 +289,24 @@ class DuplicateGroups(Planter):
     def _plant_group(
         self, draft: Draft, pool: CleanPool, rng: np.random.Generator, wanted: int, variant: str | None
     ) -> DuplicateGroup | None:
-        originals = pool.take(1)
-        copies = pool.take(wanted)
-        if not originals or not copies:
+        for _ in range(self.tries):
+            originals = pool.take(1)
+            copies = pool.take(wanted)
+            if not originals or not copies:
+                return None
+            original = originals[0]
+            original.reserved = True  # from here on it stays clean, also when its copies are not accepted
+            source = draft.payload(original)
+            made = [(_another_caption(original.scene, original.caption, rng), self.copy_payload(source, variant, rng)) for _ in copies]
+            if self.accepts(source, [payload for _, payload in made]):
+                break
+            for copy in reversed(copies):
+                pool.put_back(copy)
+        else:
             return None
-        original = originals[0]
-        original.reserved = True
-        source = draft.payload(original)
-        for copy in copies:
-            copy.scene, copy.size = original.scene, original.size
-            copy.caption = _another_caption(original.scene, original.caption, rng)
-            copy.payload = self.copy_payload(source, variant, rng)
-            copy.image_size = decode(copy.payload).size
+        for copy, (caption, payload) in zip(copies, made):
+            copy.scene, copy.size, copy.caption, copy.payload = original.scene, original.size, caption, payload
+            copy.image_size = decode(payload).size
             copy.label = self.kind
         return DuplicateGroup(
             kind=self.group_kind, variant=variant, original=original.index, copies=tuple(c.index for c in copies)
@@ -338,9 +353,48 @@ class NearDuplicates(DuplicateGroups):
         return encode_jpeg(image.crop(box))
 
 
+@dataclass(kw_only=True)
+class SemanticDuplicates(DuplicateGroups):
+    """Copies of the same scene that a perceptual hash cannot match: mirrored, flipped upside down, or
+    mirrored and reframed (a 5-12 % crop per side), as re-uploads that dodge duplicate checks are. Only
+    originals whose copy lands at least `min_phash_bits` from them are used, so the group is not also a
+    near duplicate."""
+
+    kind: ClassVar[str] = "semantic_duplicate"
+    group_kind: ClassVar[str] = "semantic"
+    variants: ClassVar[tuple[str | None, ...]] = ("mirror", "flip", "mirror_reframe")
+    fraction: float = 0.03
+    copies_per_group: tuple[int, int] = (1, 1)
+    reframe: tuple[float, float] = (0.05, 0.12)
+    min_phash_bits: int = 20
+
+    def accepts(self, source: bytes, copies: list[bytes]) -> bool:
+        return all(_phash_bits(source, copy) >= self.min_phash_bits for copy in copies)
+
+    def copy_payload(self, source: bytes, variant: str | None, rng: np.random.Generator) -> bytes:
+        image = decode(source)
+        if variant == "flip":
+            return encode_jpeg(image.transpose(Image.Transpose.FLIP_TOP_BOTTOM))
+        mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if variant == "mirror":
+            return encode_jpeg(mirrored)
+        width, height = image.size
+        left, top, right, bottom = rng.uniform(*self.reframe, size=4)
+        box = (round(width * left), round(height * top), width - round(width * right), height - round(height * bottom))
+        return encode_jpeg(mirrored.crop(box))
+
+
+def _phash_bits(a: bytes, b: bytes) -> int:
+    """Hamming distance of the 64-bit perceptual hashes of two encoded images."""
+    import imagehash
+
+    return int(imagehash.phash(decode(a), hash_size=8) - imagehash.phash(decode(b), hash_size=8))
+
+
 DEFAULT_PLANTERS: tuple[Planter, ...] = (
     ExactDuplicates(),
     NearDuplicates(),
+    SemanticDuplicates(),
     Misaligned(),
     TruncatedJpeg(),
     NotAnImage(),

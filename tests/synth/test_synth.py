@@ -142,13 +142,13 @@ def test_clean_images_have_normal_sizes(world):
 def test_duplicate_groups_are_well_formed(world):
     _, truth, _ = world
     groups = truth["duplicate_groups"]
-    assert {g["kind"] for g in groups} == {"exact", "near"}
+    assert {g["kind"] for g in groups} == {"exact", "near", "semantic"}
     copies = [c for g in groups for c in g["copies"]]
     assert len(copies) == len(set(copies))
     for group in groups:
         assert truth["labels"][group["original"]] == "clean"
         assert 1 <= len(group["copies"]) <= 2
-        kind = "exact_duplicate" if group["kind"] == "exact" else "near_duplicate"
+        kind = f"{group['kind']}_duplicate"
         assert all(truth["labels"][c] == kind for c in group["copies"])
         assert all(truth["scenes"][c] == truth["scenes"][group["original"]] for c in group["copies"])
     # copies land anywhere, also in other shards than their original
@@ -182,6 +182,26 @@ def test_near_duplicates_differ_in_bytes_but_look_the_same(world):
                 assert 0.87 * width <= copy_width < width and 0.87 * height <= copy_height < height
             else:
                 assert (copy_width, copy_height) == (width, height)
+
+
+def test_semantic_duplicates_are_the_same_scene_but_no_perceptual_match(world):
+    import imagehash
+
+    _, truth, records = world
+    semantic = [g for g in truth["duplicate_groups"] if g["kind"] == "semantic"]
+    assert {g["variant"] for g in semantic} == {"mirror", "flip", "mirror_reframe"}
+    for group in semantic:
+        original = decoded(records[group["original"]]["jpg"])
+        for copy in (decoded(records[c]["jpg"]) for c in group["copies"]):
+            assert imagehash.phash(copy) - imagehash.phash(original) >= 20  # no near duplicate
+            if group["variant"] == "mirror":  # the original's pixels, mirrored
+                mirrored = np.asarray(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT), np.float32)
+                assert np.abs(np.asarray(copy, np.float32) - mirrored).mean() < 6
+            elif group["variant"] == "flip":
+                flipped = np.asarray(original.transpose(Image.Transpose.FLIP_TOP_BOTTOM), np.float32)
+                assert np.abs(np.asarray(copy, np.float32) - flipped).mean() < 6
+            else:
+                assert copy.width < original.width and copy.height < original.height
 
 
 def test_misaligned_captions_describe_the_partner(world):
