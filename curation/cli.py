@@ -139,6 +139,29 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
         click.echo(format_table(result, clean_rejections(rows, truth), missing_keys(rows, truth), measured))
 
 
+@main.command("proxy-eval")
+@click.option("--output", "output_dir", default="proxy-eval", show_default=True, type=click.Path(file_okay=False),
+              help="Working folder: pool/, curated/, result.json.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="The curation job's config (default: pipelines/demo.yaml).")
+@click.option("--rows", "pool_rows", default=3000, show_default=True, type=click.IntRange(min=10), help="Raw pool size.")
+@click.option("--test-rows", default=1000, show_default=True, type=click.IntRange(min=100), help="Held-out clean pairs.")
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="Training steps per arm.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--seed", default=0, show_default=True, type=int)
+def proxy_eval_cmd(output_dir: str, config_path: str | None, pool_rows: int, test_rows: int, steps: int,
+                   batch_size: int, seed: int) -> None:
+    """DataComp in miniature: train the tiny CLIP on the raw pool, a random subset and the curated subset
+    (equal steps); zero-shot and retrieval on a held-out clean set. Prints a table, then one JSON line."""
+    from curation.proxy_eval import ProxySettings, format_table, proxy_eval, result_json_line
+
+    settings = ProxySettings(pool_rows=pool_rows, test_rows=test_rows, steps=steps, batch_size=batch_size, seed=seed,
+                             config_path=config_path)
+    result = proxy_eval(output_dir, settings, log=click.echo)
+    click.echo(format_table(result))
+    click.echo(result_json_line(result))
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks: figures and ratios measured in one run; the last line printed is JSON."""
@@ -154,6 +177,20 @@ def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
     from curation.bench.dedup import dedup_command
 
     dedup_command.callback(n=n, dim=dim, scaling=scaling, seed=seed)
+
+
+def _add_bench_commands() -> None:
+    """Throughput benchmarks (curation/bench/): embed, pipeline, decode, memory."""
+    from curation.bench.decode import decode_command
+    from curation.bench.embed import embed_command
+    from curation.bench.memory import memory_command
+    from curation.bench.pipeline import pipeline_command
+
+    for command in (embed_command, pipeline_command, decode_command, memory_command):
+        bench.add_command(command)
+
+
+_add_bench_commands()
 
 
 def _print_funnel(manifest: dict, output_url: str) -> None:

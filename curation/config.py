@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curation.errors import UserError
 
@@ -52,7 +52,22 @@ class DownloadConfig(_Section):
 
 
 class DecodeConfig(_Section):
+    """Where images are decoded. CPU decode (PIL, reduced-scale JPEG decode) runs in Ray tasks or in the
+    embedding actor (`placement`); GPU decode (torchvision's batched JPEG decoder on the embedding
+    actor's device) pays off for small models, where CPU decode is the bottleneck."""
+
     max_pixels: int = Field(89_478_485, ge=1, description="Larger images are rejected as decompression bombs.")
+    device: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="gpu: JPEGs decoded and resized in batches on the embedding actor's device (CUDA when it has "
+        "a GPU; the same code on CPU otherwise); other formats and failures fall back to the CPU decoder per image.",
+    )
+    placement: Literal["auto", "tasks", "actor"] = Field(
+        "auto",
+        description="Where the CPU stages (download, decode, basic, ...) run: tasks (separate Ray tasks feeding the "
+        "actor pool, so a GPU never waits on decode) or actor (inside the embedding actor: no hand-off, best on "
+        "a few CPU cores); auto: tasks when the embedding actors have GPUs, else actor.",
+    )
 
 
 class BasicConfig(_Section):
@@ -71,14 +86,25 @@ class ModelConfig(_Section):
         description="builtin (the trained tiny CLIP the package ships), an open_clip tag, a local "
         ".safetensors path, or none for random init.",
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when num_gpus > 0 and one is visible.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype on CUDA; auto: bf16 on CUDA, fp32 on CPU (CPU autocast is slower)."
+    )
     batch_size: int = Field(256, ge=1, description="Images per forward pass.")
-    actors: int = Field(1, ge=1, description="Embedding actors in the pool.")
+    actors: int | Literal["auto"] = Field(
+        "auto", description="Embedding actors in the pool; auto: the cluster's GPUs / num_gpus when num_gpus > 0, else 1."
+    )
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per embedding actor; > 0 places it on a GPU.")
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per embedding actor.")
     threads: int = Field(2, ge=1, description="Torch threads per embedding actor on CPU.")
     seed: int = Field(0, description="Seed for random init (pretrained: none).")
+
+    @field_validator("actors", mode="before")
+    @classmethod
+    def _check_actors(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("use a positive number of actors or auto")
 
 
 class ClipFilterConfig(_Section):
@@ -158,6 +184,20 @@ class DedupConfig(_Section):
     )
 
 
+class ImageFilterConfig(_Section):
+    """DataComp's image-based filter: keep only rows whose image embedding falls in a k-means cluster (fitted
+    on the pool) that is among the `nearest` clusters of some reference image (DataComp: ImageNet train)."""
+
+    reference: list[str] = Field(
+        default_factory=list,
+        description="Reference image sets (folders of images or img2dataset output); empty: the filter is off.",
+    )
+    clusters: int = Field(100, ge=1, description="k-means clusters of the pool's image embeddings (DataComp: 100,000).")
+    nearest: int = Field(1, ge=1, description="Clusters kept per reference image: its nearest centroids.")
+    sample_size: int = Field(100_000, ge=1, description="Pool rows sampled to fit the centroids.")
+    seed: int = 0
+
+
 class OutputConfig(_Section):
     keep_images: bool = Field(True, description="Keep image bytes in kept/ and rejected/.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
@@ -174,6 +214,7 @@ class Config(_Section):
     clip: ClipFilterConfig = ClipFilterConfig()
     heads: tuple[HeadConfig, ...] = Field(DEFAULT_HEADS, description="Classifier heads on the embedding pass.")
     dedup: DedupConfig = DedupConfig()
+    image_filter: ImageFilterConfig = ImageFilterConfig()
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")

@@ -12,9 +12,11 @@ Layout (see DESIGN.md):
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,6 +31,7 @@ from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
 
 SHARD_ROWS = "_shard_rows"  # internal column: rows the reader found in the row's shard
+STAGE_SECONDS = "_seconds:"  # internal columns: each row's share of a stage's wall time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,8 +55,31 @@ class JobPaths:
 def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
     for stage in stages:
         stage.setup()
+        start = time.perf_counter()
         table = stage.process_batch(table)
+        table = add_stage_seconds(table, getattr(stage.name, "value", stage.name), time.perf_counter() - start)
     return table
+
+
+def add_stage_seconds(table: pa.Table, stage: str, seconds: float) -> pa.Table:
+    """Spread a stage's wall time over the rows it processed (an internal column per stage): the rows
+    of a shard carry their shard's share through every hand-off, and summing gives seconds per stage."""
+    if not table.num_rows:
+        return table
+    column = STAGE_SECONDS + stage
+    share = np.full(table.num_rows, seconds / table.num_rows)
+    if column in table.column_names:
+        share += table.column(column).to_numpy(zero_copy_only=False)
+    return set_column(table, column, pa.array(share, pa.float64()))
+
+
+def stage_seconds(table: pa.Table) -> dict[str, float]:
+    """Seconds per stage spent on the rows of `table` (see add_stage_seconds)."""
+    return {
+        name[len(STAGE_SECONDS) :]: float(pc.sum(table.column(name)).as_py() or 0.0)
+        for name in table.column_names
+        if name.startswith(STAGE_SECONDS)
+    }
 
 
 # ---- phase 1: score -------------------------------------------------------------------------------
@@ -61,8 +87,10 @@ def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
 
 def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
+    start = time.perf_counter()
     table = read_shard(shard, paths.storage_options)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
+    table = add_stage_seconds(table, "read", time.perf_counter() - start)
     if table.num_rows == 0:
         commit_scored(shard.shard_id, table, paths, embed_dim)
         return table
@@ -72,21 +100,27 @@ def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, em
 def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
     """Run the post-embedding filters and commit each complete shard in `table`; returns a summary."""
     table = run_stages(stages, table)
-    summary = {"shard_id": [], "rows": []}
+    summary = {"shard_id": [], "rows": [], "stage_seconds": []}
     for shard_id in sorted(set(table.column("source").to_pylist())):
         rows = table.filter(pc.equal(table.column("source"), shard_id))
         expected = rows.column(SHARD_ROWS)[0].as_py()
         if rows.num_rows != expected:
             raise RuntimeError(f"shard {shard_id} arrived split ({rows.num_rows} of {expected} rows)")
+        start = time.perf_counter()
         commit_scored(shard_id, rows, paths, embed_dim)
+        seconds = {**stage_seconds(rows), "commit": time.perf_counter() - start}
         summary["shard_id"].append(shard_id)
         summary["rows"].append(rows.num_rows)
-    return pa.table(summary, schema=pa.schema([("shard_id", pa.string()), ("rows", pa.int64())]))
+        summary["stage_seconds"].append(json.dumps(seconds))
+    schema = pa.schema([("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string())])
+    return pa.table(summary, schema=schema)
 
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
     scored = conform(table, record_schema(embed_dim)).sort_by("key")
-    paths.work.write_bytes(parquet_bytes(scored, compression="zstd"), paths.scored_name(shard_id))
+    # Image bytes are JPEG/PNG/WebP already: compressing them again costs CPU for no space.
+    compression = {name: "none" if name == "image" else "zstd" for name in scored.column_names}
+    paths.work.write_bytes(parquet_bytes(scored, compression=compression), paths.scored_name(shard_id))
 
 
 # ---- phase 2: dedup input and decisions -----------------------------------------------------------

@@ -35,6 +35,7 @@ from curation.job import (
     finish_scoring,
     funnel,
     read_and_prepare,
+    run_stages,
     write_final_shard,
 )
 from curation.io.commit import parquet_bytes
@@ -45,6 +46,7 @@ from ray.data import ActorPoolStrategy, DataContext  # noqa: E402
 from ray.data.context import ShuffleStrategy  # noqa: E402
 
 LARGE_BLOCK = 4 << 30  # one input shard is one block: never split it
+DECODE_TASK_MEMORY = 512 << 20  # a reading+decoding task: one shard's bytes and its model-sized pixels
 
 
 @dataclass
@@ -55,14 +57,16 @@ class JobResult:
 
 
 class _StageActor:
-    """Holds one stage per actor: its model loads once, in the constructor."""
+    """Holds the actor's stages (the embedding stage, after any CPU stages placed in the actor): their
+    models load once, in the constructor."""
 
-    def __init__(self, stage):
-        self.stage = stage
-        self.stage.setup()
+    def __init__(self, stages):
+        self.stages = stages
+        for stage in self.stages:
+            stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.stage.process_batch(batch) if batch.num_rows else batch
+        return run_stages(self.stages, batch) if batch.num_rows else batch
 
 
 def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
@@ -88,14 +92,15 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     info = model_info(cfg.model)
     plan = StagePlan.build(cfg, info)
     _init_ray(cfg)
-    timings: dict[str, float] = {}
+    timings: dict = {}
 
     t = time.time()
     pending = _pending(shards, paths)
     if len(pending) < len(shards):
         log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
-    _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log)
+    stage_seconds = _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log)
     timings["score_s"] = round(time.time() - t, 3)
+    timings["stages"] = stage_seconds
 
     clip_threshold = _keep_fraction_threshold(shards, paths, cfg)
 
@@ -169,14 +174,17 @@ def _init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: int, cfg: Config, log) -> None:
+def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: int, cfg: Config, log) -> dict:
+    """Phase 1; returns the wall seconds spent in each stage, summed over the shards scored."""
+    stage_seconds: dict[str, float] = {}
     if not pending:
-        return
+        return stage_seconds
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
-    cpu_stages, post_stages = plan.cpu, plan.post
+    task_stages, actor_stages = _place_stages(plan, cfg)
+    post_stages = plan.post
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), cpu_stages, paths, embed_dim) for row in batch.to_pylist()]
+        tables = [read_and_prepare(Shard(**row), task_stages, paths, embed_dim) for row in batch.to_pylist()]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
@@ -184,24 +192,102 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
         return finish_scoring(batch, post_stages, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", num_cpus=1)
-    ds = ds.map_batches(
-        _StageActor,
-        fn_constructor_kwargs={"stage": plan.embed},
-        batch_size=None,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=cfg.model.actors),
-        num_cpus=cfg.model.num_cpus,
-        num_gpus=cfg.model.num_gpus or None,
-    )
+    # Ray Data fuses operators that ask for the same resources. With decode in tasks, the reading tasks
+    # declare the memory a decoded shard needs, which also keeps them apart from the actor pool; with
+    # decode in the actor they ask for what a CPU actor asks, so reading fuses into it too and needs no
+    # CPU of its own (which the actors might hold all of).
+    if actor_stages[0] is plan.embed:
+        resources = {"num_cpus": 1, "memory": DECODE_TASK_MEMORY}
+    else:
+        resources = {"num_cpus": cfg.model.num_cpus if not cfg.model.num_gpus else 1}
+    ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
+    ds = _actor_pool(ds, actor_stages, cfg)
     ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     done = 0
     for row in ds.iter_rows():
         done += 1
+        for stage, seconds in json.loads(row["stage_seconds"]).items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
         log(f"scored shard {row['shard_id']} ({row['rows']} rows) [{done}/{len(pending)}]")
+    return {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()}
 
 
-_SUMMARY = pa.schema([("shard_id", pa.string()), ("rows", pa.int64())])
+def _actor_pool(ds, stages: list, cfg: Config):
+    """The embedding actor pool: one whole block (an input shard) per call."""
+    return ds.map_batches(
+        _StageActor,
+        fn_constructor_kwargs={"stages": stages},
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=_embed_actors(cfg)),
+        num_cpus=cfg.model.num_cpus,
+        num_gpus=cfg.model.num_gpus or None,
+    )
+
+
+def run_actor_stages(cfg: Config, stages: list, blocks: list[pa.Table], columns: list[str]) -> pa.Table:
+    """Benchmarks: `blocks` through the score phase's actor pool alone (as `_score` builds it);
+    returns `columns` of the output rows."""
+    _init_ray(cfg)
+    ds = ray.data.from_arrow(blocks)
+    ds = _actor_pool(ds, stages, cfg).select_columns(columns)
+    return pa.concat_tables([ray.get(ref) for ref in ds.to_arrow_refs()])
+
+
+def start_ray(cfg: Config) -> None:
+    """Start (or join) Ray as a job would: benchmarks time jobs on a running cluster."""
+    _init_ray(cfg)
+
+
+def _embed_actors(cfg: Config) -> int:
+    """model.actors, or for `auto` one actor per num_gpus of the cluster's GPUs (one on CPU)."""
+    if cfg.model.actors != "auto":
+        return cfg.model.actors
+    if cfg.model.num_gpus <= 0:
+        return 1
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if gpus < cfg.model.num_gpus:
+        raise UserError(
+            f"model.num_gpus={cfg.model.num_gpus} but the Ray cluster has {gpus:g} GPUs: "
+            "set model.num_gpus=0 to embed on CPU, or start Ray on GPU nodes"
+        )
+    return max(1, int(gpus // cfg.model.num_gpus))
+
+
+def _place_stages(plan: StagePlan, cfg: Config) -> tuple[list, list]:
+    """Split the CPU stages between the reading tasks and the embedding actor; returns (task stages,
+    actor stages), the embedding stage last.
+
+    In tasks (`decode.placement: tasks`, the default on GPU actors) decode and the filters run in
+    parallel CPU tasks and Ray Data's streaming executor feeds the actors, applying backpressure, so
+    a GPU never waits on one decoder. In the actor (the default on CPU actors) a batch is decoded where
+    it is embedded: on a few cores this saves the hand-off of every pixel through the object store.
+    GPU decode (`decode.device: gpu`) runs in the actor, on its device; the stages listed after decode
+    go with it, since they read what decode fills in.
+    """
+    from curation.stages.decode import DecodeStage
+    from curation.stages.gpu_decode import GpuDecodeStage
+
+    stages = list(plan.cpu)
+    if cfg.decode.device == "gpu":
+        at = next(i for i, stage in enumerate(stages) if isinstance(stage, DecodeStage))
+        decode = stages[at]
+        gpu = GpuDecodeStage(image_size=decode.image_size, max_pixels=decode.max_pixels, device=_decode_device(cfg))
+        return stages[:at], [gpu, *stages[at + 1 :], plan.embed]
+    placement = cfg.decode.placement
+    if placement == "auto":
+        placement = "tasks" if cfg.model.num_gpus > 0 else "actor"
+    return (stages, [plan.embed]) if placement == "tasks" else ([], [*stages, plan.embed])
+
+
+def _decode_device(cfg: Config) -> str:
+    """GPU decode runs on the embedding model's device: CUDA on GPU actors, CPU (same code) otherwise."""
+    if cfg.model.device != "auto":
+        return cfg.model.device
+    return "auto" if cfg.model.num_gpus > 0 else "cpu"
+
+
+_SUMMARY = pa.schema([("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string())])
 
 
 def _empty_prepared() -> pa.Table:
@@ -248,8 +334,11 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
     rows = ray.data.from_items(names, override_num_blocks=len(names))
     rows = rows.map_batches(read_small_columns, batch_size=None, batch_format="pyarrow")
-    partitions = _partitions(len(shards))
+    partitions = _partitions(len(shards), total_rows)
     tables: list[pa.Table] = []
+    if cfg.image_filter.reference and total_rows:
+        rows, outside = _image_filter(rows, total_rows, cfg, plan)
+        tables += outside
     if d.exact and total_rows:
         exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
             exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
@@ -299,6 +388,31 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     return decisions.num_rows
 
 
+def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
+    """DataComp's image-based filter, before dedup: k-means on a sample of the pool, the reference images'
+    nearest clusters, and every row assigned to a cluster. Returns (the rows inside, for dedup; the
+    decisions rejecting the rows outside)."""
+    from curation.dedup import image_filter, prepare
+    from curation.dedup.contamination import embed_eval_sets
+    from curation.dedup.semantic import fit_centroids
+    from curation.stages.decode import DecodeStage
+
+    f = cfg.image_filter
+    rate = min(1.0, f.sample_size / total_rows)
+    sample = _collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
+    if not sample:
+        return rows, []
+    centroids = fit_centroids(prepare.embeddings(pa.concat_tables(sample).sort_by("key")), k=f.clusters, seed=f.seed)
+    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
+    reference = embed_eval_sets(f.reference, [decode, plan.embed], setting="image_filter.reference")
+    if reference is None or not reference.num_rows:
+        raise UserError(f"image_filter.reference {f.reference} holds no decodable images: give folders of images or img2dataset output")
+    allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
+    settings = {"centroids": centroids, "allowed": allowed}
+    outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
+    return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
+
+
 def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
     """The eval sets' images, decoded and embedded like the input (on the driver: eval sets are small)."""
     from curation.dedup.contamination import embed_eval_sets
@@ -340,8 +454,13 @@ def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) 
             out.write_bytes(parquet_bytes(previous.sort_by("key")), cluster_file(cluster))
 
 
-def _partitions(n_shards: int) -> int:
-    return max(2, min(n_shards, 512))
+ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (README: sizing)
+
+
+def _partitions(n_shards: int, total_rows: int = 0) -> int:
+    """Groupby partitions: one per shard up to 512, and more for large jobs, so that no task holds
+    much more than ROWS_PER_PARTITION rows of the dedup columns."""
+    return max(2, min(n_shards, 512), -(-total_rows // ROWS_PER_PARTITION))
 
 
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:

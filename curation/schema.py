@@ -27,6 +27,7 @@ class Stage(str, Enum):
     CLIP = "clip"
     HEADS = "heads"
     DEDUP = "dedup"
+    IMAGE_FILTER = "image_filter"
 
 
 class RejectReason(str, Enum):
@@ -79,6 +80,8 @@ class RejectReason(str, Enum):
     SEMANTIC_DUPLICATE = "semantic_duplicate"
     DUPLICATE_OF_PREVIOUS_REFRESH = "duplicate_of_previous_refresh"
     EVAL_CONTAMINATION = "eval_contamination"
+    # image_filter: DataComp's image-based filter (in the dedup phase)
+    OUTSIDE_REFERENCE_CLUSTERS = "outside_reference_clusters"
 
 
 class DupKind(str, Enum):

@@ -22,11 +22,11 @@ from curation.schema import Status
 EVAL_COLUMNS = ["key", "sha256", "phash", "img_emb"]
 
 
-def read_eval_images(url: str) -> pa.Table:
-    """Raw records (key `eval:<set>/<name>`) of every image in one eval set."""
+def read_eval_images(url: str, setting: str = "dedup.eval_sets") -> pa.Table:
+    """Raw records (key `eval:<set>/<name>`) of every image in one eval set (or reference set: `setting`)."""
     fs, root = fsspec.core.url_to_fs(url)
     if not fs.exists(root):
-        raise UserError(f"dedup.eval_sets entry {url} does not exist: give a folder of images or img2dataset output")
+        raise UserError(f"{setting} entry {url} does not exist: give a folder of images or img2dataset output")
     name = posixpath.basename(root.rstrip("/")) or "eval"
     files = sorted(p for p in fs.find(root) if p.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS)
     if files:
@@ -53,11 +53,11 @@ def read_eval_images(url: str) -> pa.Table:
     )
 
 
-def embed_eval_sets(urls: list[str], stages: list) -> pa.Table | None:
+def embed_eval_sets(urls: list[str], stages: list, setting: str = "dedup.eval_sets") -> pa.Table | None:
     """Hash and embed the eval sets with `stages` (decode, then embed); undecodable images are skipped."""
     if not urls:
         return None
-    table = pa.concat_tables([read_eval_images(url) for url in urls])
+    table = pa.concat_tables([read_eval_images(url, setting) for url in urls])
     for stage in stages:
         stage.setup()
         table = stage.process_batch(table)

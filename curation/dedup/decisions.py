@@ -17,6 +17,8 @@ REASON_FOR_KIND = {
     DupKind.PREVIOUS_REFRESH.value: RejectReason.DUPLICATE_OF_PREVIOUS_REFRESH,
     DupKind.EVAL.value: RejectReason.EVAL_CONTAMINATION,
 }
+# Decisions of the dedup phase that filter rather than deduplicate: no dup_of, no dup_kind on the row.
+FILTER_KINDS = {RejectReason.OUTSIDE_REFERENCE_CLUSTERS.value: Stage.IMAGE_FILTER}
 
 
 def empty_decisions() -> pa.Table:
@@ -52,6 +54,9 @@ def apply_decisions(table: pa.Table, decisions: dict[str, tuple[str, str]]) -> p
     for i, key in enumerate(keys):
         decision = decisions.get(key)
         if decision is None or status[i] != Status.KEPT.value:
+            continue
+        if decision[1] in FILTER_KINDS:
+            status[i], reasons[i], stages[i] = Status.REJECTED.value, decision[1], FILTER_KINDS[decision[1]].value
             continue
         dup_of[i], dup_kind[i] = decision
         status[i] = Status.REJECTED.value

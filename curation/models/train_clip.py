@@ -155,6 +155,30 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
+    """The shipped model's training: fresh templated captions of each scene every step."""
+
+    def captions(idx: np.ndarray, rng: np.random.Generator) -> list[str]:
+        return [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
+
+    return train_contrastive(data.pixels, captions, settings, log)
+
+
+def train_on_pairs(pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
+    """Train a CLIP from scratch on fixed (image, caption) pairs, as they are (e.g. a curated subset)."""
+    if len(captions) != len(pixels) or len(captions) < 2:
+        raise UserError(f"training needs at least 2 image-caption pairs, got {len(captions)}: use a larger pool")
+    return train_contrastive(pixels, lambda idx, rng: [captions[i] for i in idx], settings, log)
+
+
+def train_contrastive(
+    pixels: np.ndarray,
+    captions_for: Callable[[np.ndarray, np.random.Generator], list[str]],
+    settings: TrainSettings,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, dict]:
+    """The training loop: `settings.steps` steps of `settings.batch_size` images drawn without replacement
+    (random flips), captions from `captions_for(indices, rng)`; symmetric contrastive loss, AdamW, warmup +
+    cosine. The same settings and data give the same model."""
     import open_clip
 
     torch.manual_seed(settings.seed)
@@ -170,7 +194,7 @@ def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], No
         eps=1e-6,
     )
     rng = np.random.default_rng([settings.seed, 17])
-    n = len(data.kinds)
+    n = len(pixels)
     batch = min(settings.batch_size, n)
     labels = torch.arange(batch)
     started = time.time()
@@ -183,11 +207,10 @@ def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], No
         for group in opt.param_groups:
             group["lr"] = lr
         idx = rng.choice(n, batch, replace=False)
-        images = _tensor(data.pixels[idx])
+        images = _tensor(pixels[idx])
         flip = torch.from_numpy(rng.random(batch) < 0.5)
         images[flip] = images[flip].flip(-1)
-        captions = [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
-        tokens = tokenizer(captions)
+        tokens = tokenizer(captions_for(idx, rng))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
             image_features, text_features, scale = model(images, tokens)
             logits = scale * image_features @ text_features.T

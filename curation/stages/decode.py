@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
-import imagehash
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,8 +38,37 @@ class DecodedImage:
     pixels: bytes  # size x size x 3, uint8 RGB
 
 
+PHASH_SIZE = 32  # imagehash's pHash: a 32x32 greyscale thumbnail, its 8x8 lowest DCT frequencies
+PHASH_LOW = 8
+
+
 def phash64(image: Image.Image) -> int:
-    bits = imagehash.phash(image, hash_size=8).hash.flatten()
+    """imagehash's 8x8 pHash packed big-endian into 64 bits (bit i set: frequency i above the median).
+
+    Same algorithm as `imagehash.phash`, but the thumbnail is made with a reducing gap (a box
+    reduction first, then Lanczos): 3x faster on photographs, and the same bits on almost every image
+    (rarely one or two of the 64 differ, far inside the near-duplicate radius).
+    """
+    grey = image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return phash_bits(np.asarray(grey, dtype=np.float64))
+
+
+def dct_matrix(n: int = PHASH_SIZE, rows: int = PHASH_LOW) -> np.ndarray:
+    """The first `rows` rows of scipy's unnormalised DCT-II as a matrix: dct(x) = M @ x."""
+    k, i = np.arange(rows)[:, None], np.arange(n)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
+
+
+_DCT = dct_matrix()
+
+
+def phash_bits(thumbnail: np.ndarray) -> int:
+    """The pHash of a 32x32 greyscale thumbnail: DCT-II along both axes, low 8x8 against their median."""
+    return phash_from_low_frequencies(_DCT @ thumbnail @ _DCT.T)
+
+
+def phash_from_low_frequencies(low: np.ndarray) -> int:
+    bits = (low > np.median(low)).flatten()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
@@ -128,23 +156,34 @@ class DecodeStage(BatchStage):
 
     def process_batch(self, table: pa.Table) -> pa.Table:
         images = table.column("image").to_pylist()
-        status = table.column("status").to_pylist()
-        n = table.num_rows
-        sha, width, height, phash, pixels = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
-        reasons: list[RejectReason | None] = [None] * n
-        for i, data in enumerate(images):
-            if data is not None:
-                sha[i] = hashlib.sha256(data).hexdigest()
-            if status[i] != Status.KEPT.value:
-                continue
-            result = decode_image(data, size=self.image_size, max_pixels=self.max_pixels)
-            if isinstance(result, RejectReason):
-                reasons[i] = result
-                continue
+        kept = [s == Status.KEPT.value for s in table.column("status").to_pylist()]
+        results = self.decode_all([data if keep else None for data, keep in zip(images, kept)], kept)
+        return decoded_columns(table, images, results, self.name)
+
+    def decode_all(self, images: list[bytes | None], kept: list[bool]) -> list[DecodedImage | RejectReason | None]:
+        """One result per row: decoded, a reason, or None for rows already rejected."""
+        return [
+            decode_image(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
+            for data, keep in zip(images, kept)
+        ]
+
+
+def decoded_columns(
+    table: pa.Table, images: list[bytes | None], results: list[DecodedImage | RejectReason | None], stage: Stage
+) -> pa.Table:
+    """Fill sha256 (every row with bytes), width, height, phash and pixels, and reject with the reasons."""
+    n = table.num_rows
+    sha = [hashlib.sha256(data).hexdigest() if data is not None else None for data in images]
+    width, height, phash, pixels = [None] * n, [None] * n, [None] * n, [None] * n
+    reasons: list[RejectReason | None] = [None] * n
+    for i, result in enumerate(results):
+        if isinstance(result, RejectReason):
+            reasons[i] = result
+        elif result is not None:
             width[i], height[i], phash[i], pixels[i] = result.width, result.height, result.phash, result.pixels
-        table = set_column(table, "sha256", sha, pa.string())
-        table = set_column(table, "width", width, pa.int32())
-        table = set_column(table, "height", height, pa.int32())
-        table = set_column(table, "phash", phash, pa.uint64())
-        table = set_column(table, "pixels", pixels, pa.binary())
-        return apply_rejections(table, reasons, self.name)
+    table = set_column(table, "sha256", sha, pa.string())
+    table = set_column(table, "width", width, pa.int32())
+    table = set_column(table, "height", height, pa.int32())
+    table = set_column(table, "phash", phash, pa.uint64())
+    table = set_column(table, "pixels", pixels, pa.binary())
+    return apply_rejections(table, reasons, stage)

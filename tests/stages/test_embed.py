@@ -58,3 +58,35 @@ def test_random_init_is_seeded():
     a = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
     b = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
     assert a.process_batch(batch(3)).column("img_emb").to_pylist() == b.process_batch(batch(3)).column("img_emb").to_pylist()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_cpu_is_close_to_fp32(stage, precision):
+    from curation.models.clip import autocast_dtype
+    import torch
+
+    cfg = ModelConfig(batch_size=3, threads=1, precision=precision, device="cpu")
+    assert autocast_dtype(cfg, torch.device("cpu")) == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    info = model_info(cfg)
+    low = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
+    full = stage.process_batch(batch(5))
+    reduced = low.process_batch(batch(5))
+    for column in ("img_emb", "txt_emb"):
+        for a, b in zip(full.column(column).to_pylist(), reduced.column(column).to_pylist()):
+            if a is None:
+                assert b is None
+                continue
+            a, b = np.array(a, np.float32), np.array(b, np.float32)
+            assert abs(np.linalg.norm(b) - 1) < 2e-2
+            assert float(a @ b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.98
+    assert low._clip.amp_dtype is not None and stage._clip.amp_dtype is None  # auto on CPU: full fp32
+
+
+def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda():
+    from curation.models.clip import autocast_dtype
+    import torch
+
+    auto = ModelConfig()
+    assert autocast_dtype(auto, torch.device("cpu")) is None
+    assert autocast_dtype(auto, torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype(ModelConfig(precision="fp32"), torch.device("cuda")) is None

@@ -1,0 +1,95 @@
+"""Where the score phase's stages run (tasks, actor, device decode), and the per-stage time split."""
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from curation.config import load_config
+from curation.errors import UserError
+from curation.io.readers import read_shard
+from curation.io.sources import list_shards
+from curation.job import run_stages
+from curation.models.clip import model_info
+from curation.plan import StagePlan
+from curation.runner import _embed_actors, _place_stages, run_job
+from curation.stages.decode import DecodeStage
+from curation.stages.gpu_decode import GpuDecodeStage
+
+
+def plan_for(*overrides):
+    cfg = load_config(None, list(overrides))
+    return cfg, StagePlan.build(cfg, model_info(cfg.model))
+
+
+def test_cpu_actors_decode_in_the_actor_by_default():
+    cfg, plan = plan_for()
+    tasks, actor = _place_stages(plan, cfg)
+    assert tasks == [] and actor == [*plan.cpu, plan.embed]
+
+
+def test_gpu_actors_decode_in_tasks_by_default():
+    cfg, plan = plan_for("model.num_gpus=1")
+    tasks, actor = _place_stages(plan, cfg)
+    assert tasks == plan.cpu and actor == [plan.embed]
+    cfg, plan = plan_for("model.num_gpus=1", "decode.placement=actor")
+    assert _place_stages(plan, cfg)[1] == [*plan.cpu, plan.embed]
+
+
+def test_gpu_decode_moves_decode_and_later_stages_to_the_actor():
+    cfg, plan = plan_for("decode.device=gpu")
+    tasks, actor = _place_stages(plan, cfg)
+    at = next(i for i, s in enumerate(plan.cpu) if isinstance(s, DecodeStage))
+    assert tasks == plan.cpu[:at]
+    assert isinstance(actor[0], GpuDecodeStage) and actor[0].device == "cpu"  # no GPU asked: same code on CPU
+    assert actor[1:] == [*plan.cpu[at + 1 :], plan.embed]
+    cfg, plan = plan_for("decode.device=gpu", "model.num_gpus=1")
+    assert _place_stages(plan, cfg)[1][0].device == "auto"
+
+
+def test_actor_count():
+    assert _embed_actors(load_config(None, [])) == 1
+    assert _embed_actors(load_config(None, ["model.actors=3"])) == 3
+
+
+@pytest.mark.ray
+def test_gpu_actors_on_a_cluster_without_gpus_is_a_user_error(ray_local):
+    with pytest.raises(UserError, match="num_gpus"):
+        _embed_actors(load_config(None, ["model.num_gpus=1"]))
+
+
+@pytest.mark.ray
+def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, tmp_path):
+    root, truth = small_world
+    cfg = load_config(None, ["decode.device=gpu", "model.threads=1"])
+    result = run_job(cfg, str(root), str(tmp_path / "out"), log=lambda line: None)
+
+    columns = ["key", "status", "reject_reason", "reject_stage", "width", "height", "sha256"]
+    rows = pa.concat_tables(
+        pads.dataset(str(tmp_path / "out" / part), format="parquet").to_table(columns=columns) for part in ("kept", "rejected")
+    )
+    assert rows.num_rows == truth["rows"] == result.manifest["funnel"]["input"]
+
+    # the CPU path, without Ray, on the same shards
+    default, plan = plan_for()
+    expected = pa.concat_tables(
+        [run_stages(plan.cpu, read_shard(shard)) for shard in list_shards(str(root), "auto")], promote_options="default"
+    )
+    early = {"read", "download", "decode", "basic"}
+
+    def early_rejections(table):
+        return {
+            key: reason
+            for key, reason, stage in zip(*(table.column(c).to_pylist() for c in ("key", "reject_reason", "reject_stage")))
+            if stage in early
+        }
+
+    assert early_rejections(rows) == early_rejections(expected)
+    assert any(stage == "decode" for stage in rows.column("reject_stage").to_pylist())
+    by_key = {k: (w, h, s) for k, w, h, s in zip(*(rows.column(c).to_pylist() for c in ("key", "width", "height", "sha256")))}
+    for k, w, h, s in zip(*(expected.column(c).to_pylist() for c in ("key", "width", "height", "sha256"))):
+        assert by_key[k] == (w, h, s)
+
+    stages = result.manifest["timings"]["stages"]
+    assert {"read", "decode", "basic", "embed", "heads", "clip", "commit"} <= set(stages)
+    assert stages["decode"] > 0 and stages["embed"] > 0
+    assert sum(stages.values()) <= result.manifest["timings"]["score_s"] * 2 + 1  # at most 2 workers busy at once
