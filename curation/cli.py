@@ -30,15 +30,40 @@ def main() -> None:
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @click.option("--input", "input_url", required=True, help="Input shards: a directory or URL of img2dataset output.")
 @click.option("--output", "output_url", required=True, help="Output directory or URL.")
+@click.option("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 (else run.address, RAY_ADDRESS or a local Ray).")
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
-def run(config_path: str, input_url: str, output_url: str, overrides: tuple[str, ...]) -> None:
+def run(config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...]) -> None:
     """Run a curation job described by CONFIG.yaml."""
     from curation.config import load_config
 
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, [*overrides, *([f"run.address={address}"] if address else [])])
     from curation.runner import run_job
 
     result = run_job(cfg, input_url, output_url)
+    _print_funnel(result.manifest, output_url)
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--input", "input_url", required=True, help="This refresh's new input shards (a directory or URL prefix).")
+@click.option("--outputs", "root", required=True, help="Refresh root: dated outputs <root>/YYYY-MM-DD/ live here.")
+@click.option("--date", "date", default=None, help="This refresh's date, YYYY-MM-DD (default: today, UTC).")
+@click.option("--address", default=None, help="Ray cluster address (else run.address, RAY_ADDRESS or a local Ray).")
+@click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
+def refresh(config_path: str, input_url: str, root: str, date: str | None, address: str | None, overrides: tuple[str, ...]) -> None:
+    """A scheduled refresh: curate new input into <root>/<date>/, deduplicated against the latest
+    complete earlier output under <root> (which stays untouched)."""
+    from curation.config import load_config
+    from curation.refresh import parse_date, previous_output, refresh_config
+
+    cfg = load_config(config_path, [*overrides, *([f"run.address={address}"] if address else [])])
+    day = parse_date(date)
+    previous = previous_output(root, day)
+    click.echo(f"refresh {day}: deduplicating against {previous or 'nothing (first refresh)'}")
+    from curation.runner import run_job
+
+    output_url = f"{root.rstrip('/')}/{day}"
+    result = run_job(refresh_config(cfg, previous), input_url, output_url)
     _print_funnel(result.manifest, output_url)
 
 

@@ -77,6 +77,7 @@ class BasicConfig(_Section):
     min_caption_words: int = Field(3, ge=0, description="Captions with fewer words are rejected.")
     min_short_side: int = Field(32, ge=1, description="Images whose short side is smaller are rejected.")
     max_aspect: float = Field(3.0, ge=1.0, description="Images with long/short side above this are rejected.")
+    min_image_bytes: int = Field(0, ge=0, description="Image files smaller than this are rejected (LAION: 5000).")
 
 
 class ModelConfig(_Section):

@@ -68,6 +68,7 @@ class RejectReason(str, Enum):
     CAPTION_TOO_FEW_WORDS = "caption_too_few_words"
     IMAGE_TOO_SMALL = "image_too_small"
     EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+    IMAGE_TOO_FEW_BYTES = "image_too_few_bytes"  # LAION: image files under 5 KB
     # clip: image-text alignment
     LOW_CLIP_SCORE = "low_clip_score"
     # heads: classifier heads on the embedding pass

@@ -1,4 +1,5 @@
-"""DataComp's "basic" filter: caption length and words, image short side and aspect ratio."""
+"""DataComp's "basic" filter: caption length and words, image short side and aspect ratio, and
+LAION's minimum image file size."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.schema import RejectReason, Stage
 from curation.stages.base import Filter
@@ -18,14 +20,20 @@ class BasicFilter(Filter):
     min_caption_words: int = 3
     min_short_side: int = 32
     max_aspect: float = 3.0
+    min_image_bytes: int = 0
 
     def verdicts(self, kept: pa.Table) -> list[RejectReason | None]:
         captions = kept.column("caption").to_pylist()
         widths = kept.column("width").to_pylist()
         heights = kept.column("height").to_pylist()
-        return [self._verdict(c, w, h) for c, w, h in zip(captions, widths, heights)]
+        sizes = [None] * kept.num_rows
+        if self.min_image_bytes:
+            sizes = pc.fill_null(pc.binary_length(kept.column("image")), 0).to_pylist()
+        return [self._verdict(*row) for row in zip(captions, widths, heights, sizes)]
 
-    def _verdict(self, caption: str, width: int, height: int) -> RejectReason | None:
+    def _verdict(self, caption: str, width: int, height: int, size: int | None) -> RejectReason | None:
+        if size is not None and size < self.min_image_bytes:
+            return RejectReason.IMAGE_TOO_FEW_BYTES
         text = caption.strip()
         if len(text) < self.min_caption_chars:
             return RejectReason.CAPTION_TOO_SHORT

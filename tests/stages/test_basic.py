@@ -42,3 +42,11 @@ def test_rows_rejected_earlier_keep_their_first_reason():
     table = table.set_column(table.column_names.index("reject_reason"), "reject_reason", pa.array(["not_an_image"]))
     out = BasicFilter().process_batch(table)
     assert out.column("reject_reason").to_pylist() == ["not_an_image"]
+
+
+def test_laion_minimum_image_file_size():
+    table = batch(["a red circle on blue"] * 3, [(64, 64)] * 3)
+    table = table.append_column("image", pa.array([b"x" * 4999, b"x" * 5000, None], pa.binary()))
+    out = BasicFilter(min_image_bytes=5000).process_batch(table)
+    assert out.column("reject_reason").to_pylist() == ["image_too_few_bytes", None, "image_too_few_bytes"]
+    assert BasicFilter().process_batch(table).column("reject_reason").to_pylist() == [None] * 3  # off by default

@@ -1,0 +1,52 @@
+"""The shipped pipeline configs load, and laion_style behaves as LAION did: tag, don't remove, unsafe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+from curation.config import load_config
+from curation.runner import run_job
+
+PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
+
+
+def test_there_are_the_documented_pipelines():
+    assert {p.stem for p in PIPELINES} >= {"demo", "laion_style", "datacomp_style", "refresh"}
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_every_pipeline_validates(path):
+    cfg = load_config(path)
+    assert cfg.digest()
+
+
+def test_laion_style_settings():
+    cfg = load_config(PIPELINES[0].parent / "laion_style.yaml")
+    assert cfg.clip.min_score == 0.28 and cfg.model.arch == "ViT-B-32"
+    assert cfg.basic.min_caption_chars == 5 and cfg.basic.min_image_bytes == 5000
+    assert {h.score_column: h.threshold for h in cfg.heads} == {"unsafe": None, "watermark": None}
+
+
+@pytest.mark.ray
+def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, small_world, tmp_path):
+    overrides = [  # the shipped tiny CLIP instead of ViT-B-32 weights, which this machine does not have
+        "model.arch=curation-tiny", "model.pretrained=builtin", "model.num_gpus=0", "model.precision=auto",
+        "model.batch_size=256", "model.threads=1", "clip.min_score=0.68", "basic.min_image_bytes=6000",
+    ]
+    cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
+    run_job(cfg, str(small_world[0]), str(tmp_path / "out"), log=lambda _: None)
+    columns = ["key", "image", "unsafe", "watermark", "status", "reject_reason"]
+    kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table(columns=columns).to_pylist()
+    rejected = pads.dataset(str(tmp_path / "out" / "rejected")).to_table(columns=columns).to_pylist()
+    assert len(kept) + len(rejected) == small_world[1]["rows"]
+    reasons = {r["reject_reason"] for r in rejected}
+    assert not reasons & {"unsafe", "watermark"}  # tagged only
+    assert all(r["unsafe"] is not None and r["watermark"] is not None for r in kept)
+    labels = small_world[1]["labels"]
+    assert any(labels[r["key"]] == "unsafe" for r in kept)  # planted unsafe rows stay, with their score
+    small = [r for r in rejected if r["reject_reason"] == "image_too_few_bytes"]
+    assert small and all(len(r["image"]) < 6000 for r in small)
+    assert all(len(r["image"]) >= 6000 for r in kept)
