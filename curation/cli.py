@@ -187,6 +187,18 @@ def proxy_eval_cmd(output_dir: str, config_path: str | None, pool_rows: int, tes
     click.echo(result_json_line(result))
 
 
+@main.command("report")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Where to write (default: OUTPUT/report.html).")
+@click.option("--max-rows", default=4000, show_default=True, type=click.IntRange(min=10), help="Rows sampled for plots and audit.")
+def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
+    """A static HTML report of a finished output: funnel, score histograms with thresholds, sample
+    grids, near-threshold rows, bias/diversity audit, cluster sizes, config and timings."""
+    from curation.report import write_report
+
+    click.echo(f"wrote {write_report(output, out_file, max_rows=max_rows)}")
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks: figures and ratios measured in one run; the last line printed is JSON."""

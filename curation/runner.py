@@ -121,11 +121,22 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
         "keep_fraction_threshold": clip_threshold if clip_threshold is not None and math.isfinite(clip_threshold) else None,
     }
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
+    _write_report(output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
     return JobResult(output_url=output_url, manifest=manifest)
 
 
 NODE_LOSS_RETRIES = 2
+
+
+def _write_report(output_url: str, log) -> None:
+    """report.html beside the output; a report that fails is logged, never the end of the run."""
+    try:
+        from curation.report import write_report
+
+        log(f"report: {write_report(output_url)}")
+    except Exception as exc:  # noqa: BLE001 - the output is complete without it
+        log(f"report: not written ({type(exc).__name__}: {exc}); run `curate report {output_url}` to retry")
 
 
 def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
