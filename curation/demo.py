@@ -33,7 +33,7 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
     log(f"funnel: input {f['input']}  kept {f['kept']}  rejected {f['rejected']}")
     for reason, count in f["rejected_by_reason"].items():
         log(f"  rejected {reason:<26} {count}")
-    log(f"output: {output_dir}/kept/*.parquet  (rejected/, _manifest.json beside it)")
+    log(f"output: {output_dir}/kept/*.parquet  (rejected/, _manifest.json beside it); open {output_dir}/report.html")
     log(f"done in {time.time() - started:.0f} s")
     return result.manifest
 
