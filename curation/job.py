@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.errors import UserError
-from curation.io.commit import Location, parquet_bytes, read_parquet
+from curation.io.commit import Location, parquet_buffer, read_parquet
 from curation.io.readers import read_shard
 from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
@@ -117,10 +117,20 @@ def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, e
 
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
-    scored = conform(table, record_schema(embed_dim)).sort_by("key")
+    scored = in_key_order(conform(table, record_schema(embed_dim)))
     # Image bytes are JPEG/PNG/WebP already: compressing them again costs CPU for no space.
     compression = {name: "none" if name == "image" else "zstd" for name in scored.column_names}
-    paths.work.write_bytes(parquet_bytes(scored, compression=compression), paths.scored_name(shard_id))
+    paths.work.write_bytes(parquet_buffer(scored, compression=compression), paths.scored_name(shard_id))
+
+
+def in_key_order(table: pa.Table) -> pa.Table:
+    """`table` sorted by key. Shards mostly arrive in key order already, and then the table is returned
+    as it is (in one chunk per column, as sorting leaves it: same rows, same file bytes): sorting copies
+    every column, the image bytes too."""
+    keys = table.column("key")
+    if table.num_rows < 2 or pc.all(pc.less_equal(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
+        return table.combine_chunks()
+    return table.sort_by("key")
 
 
 # ---- phase 2: dedup input and decisions -----------------------------------------------------------
@@ -151,11 +161,11 @@ def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths, clip_threshol
     table = apply_decisions(table, load_decisions(paths, shard_id))
     if not cfg.output.keep_images:
         table = set_column(table, "image", pa.nulls(table.num_rows, pa.binary()))
-    table = table.sort_by("key")
+    table = in_key_order(table)
     result = {"shard_id": shard_id, "rows": table.num_rows, "reasons": {}}
     for status in Status:
         part = table.filter(pc.equal(table.column("status"), status.value))
-        data = parquet_bytes(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
+        data = parquet_buffer(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
         result[status.value] = part.num_rows
         result[f"{status.value}_sha256"] = paths.out.write_bytes(data, status.value, f"part-{shard_id}.parquet")
         if status is Status.REJECTED:

@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Callable
 
@@ -288,7 +288,11 @@ def _place_stages(plan: StagePlan, cfg: Config) -> tuple[list, list]:
     placement = cfg.decode.placement
     if placement == "auto":
         placement = "tasks" if cfg.model.num_gpus > 0 else "actor"
-    return (stages, [plan.embed]) if placement == "tasks" else ([], [*stages, plan.embed])
+    if placement == "tasks":
+        return stages, [plan.embed]
+    # In the actor, decode runs before the forward pass, never beside it: it gets the actor's threads.
+    threaded = [replace(s, threads=cfg.model.threads) if type(s) is DecodeStage else s for s in stages]
+    return [], [*threaded, plan.embed]
 
 
 def _decode_device(cfg: Config) -> str:

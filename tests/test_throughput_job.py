@@ -1,5 +1,7 @@
 """Where the score phase's stages run (tasks, actor, device decode), and the per-stage time split."""
 
+from dataclasses import replace
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -21,18 +23,27 @@ def plan_for(*overrides):
     return cfg, StagePlan.build(cfg, model_info(cfg.model))
 
 
+def in_actor(plan, threads):
+    """plan.cpu then embed, decode with the actor's threads (it runs before the forward pass there)."""
+    return [replace(s, threads=threads) if type(s) is DecodeStage else s for s in plan.cpu] + [plan.embed]
+
+
 def test_cpu_actors_decode_in_the_actor_by_default():
     cfg, plan = plan_for()
     tasks, actor = _place_stages(plan, cfg)
-    assert tasks == [] and actor == [*plan.cpu, plan.embed]
+    assert tasks == [] and actor == in_actor(plan, cfg.model.threads)
+    assert next(s for s in actor if isinstance(s, DecodeStage)).threads == 2
+    cfg, plan = plan_for("model.threads=3")
+    assert _place_stages(plan, cfg)[1] == in_actor(plan, 3)
 
 
 def test_gpu_actors_decode_in_tasks_by_default():
     cfg, plan = plan_for("model.num_gpus=1")
     tasks, actor = _place_stages(plan, cfg)
     assert tasks == plan.cpu and actor == [plan.embed]
+    assert next(s for s in tasks if isinstance(s, DecodeStage)).threads == 1  # a task: one CPU
     cfg, plan = plan_for("model.num_gpus=1", "decode.placement=actor")
-    assert _place_stages(plan, cfg)[1] == [*plan.cpu, plan.embed]
+    assert _place_stages(plan, cfg)[1] == in_actor(plan, cfg.model.threads)
 
 
 def test_gpu_decode_moves_decode_and_later_stages_to_the_actor():

@@ -38,8 +38,8 @@ class Location:
         with self.fs.open(self.path(*parts), "rb") as f:
             return f.read()
 
-    def write_bytes(self, data: bytes, *parts: str) -> str:
-        """Atomically write `data`; returns its sha256."""
+    def write_bytes(self, data: bytes | pa.Buffer, *parts: str) -> str:
+        """Atomically write `data` (bytes or an Arrow buffer, written without a copy); returns its sha256."""
         final = self.path(*parts)
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         tmp = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
@@ -54,17 +54,41 @@ class Location:
             self.fs.rm(path, recursive=True)
 
 
-def parquet_bytes(table: pa.Table, *, compression: str = "zstd", row_group_size: int = 1024) -> bytes:
-    """Serialise deterministically: same table and options give the same bytes."""
+# Columns of already-compressed bytes (JPEG/PNG/WebP): every value differs, so dictionary encoding
+# only hashes megabytes to give up, and a min/max of image bytes answers no query.
+ENCODED_COLUMNS = frozenset({"image"})
+
+
+def parquet_buffer(table: pa.Table, *, compression: str | dict = "zstd", row_group_size: int = 1024) -> pa.Buffer:
+    """Serialise deterministically (same table and options give the same bytes) into an Arrow buffer,
+    which `Location.write_bytes` writes and hashes without copying it: shards of image bytes are large."""
     sink = pa.BufferOutputStream()
+    if ENCODED_COLUMNS.isdisjoint(table.column_names):
+        encoded = {"use_dictionary": True, "write_statistics": True}
+    else:
+        leaves = [path for f in table.schema if f.name not in ENCODED_COLUMNS for path in _leaf_paths(f.name, f.type)]
+        encoded = {"use_dictionary": leaves, "write_statistics": leaves}
     pq.write_table(
         table,
         sink,
         compression=None if compression == "none" else compression,
         row_group_size=row_group_size,
-        write_statistics=True,
+        **encoded,
     )
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
+
+
+def parquet_bytes(table: pa.Table, *, compression: str | dict = "zstd", row_group_size: int = 1024) -> bytes:
+    return parquet_buffer(table, compression=compression, row_group_size=row_group_size).to_pybytes()
+
+
+def _leaf_paths(name: str, type_: pa.DataType) -> list[str]:
+    """Parquet column paths under an Arrow field (lists store their values as `<name>.list.element`)."""
+    if pa.types.is_struct(type_):
+        return [p for i in range(type_.num_fields) for p in _leaf_paths(f"{name}.{type_.field(i).name}", type_.field(i).type)]
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        return _leaf_paths(f"{name}.list.element", type_.value_type)
+    return [name]
 
 
 def read_parquet(location: Location, *parts: str, columns: list[str] | None = None) -> pa.Table:

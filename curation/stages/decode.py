@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -74,25 +75,31 @@ def phash_from_low_frequencies(low: np.ndarray) -> int:
 
 def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
     """Decode untrusted bytes into model-ready pixels, or the reason they cannot be used."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # hostile files warn about EXIF, palettes, bombs: reasons say it
+        return _decode_quietly(data, size=size, max_pixels=max_pixels)
+
+
+def _decode_quietly(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
+    """decode_image, for callers that have already silenced warnings (catch_warnings swaps a
+    process-wide filter list: threads entering and leaving it at once would scramble it)."""
     if data is None:
         return RejectReason.MISSING_IMAGE
     if not data:
         return RejectReason.EMPTY_IMAGE
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # hostile files warn about EXIF, palettes, bombs: reasons say it
-        opened = _open(data, size=size, max_pixels=max_pixels)
-        if isinstance(opened, RejectReason):
-            return opened
-        image, width, height = opened
-        try:
-            if _orientation(image) in (5, 6, 7, 8):
-                width, height = height, width
-            image = _to_rgb(_upright(image))
-            phash = phash64(image)
-            fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
-            pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
-        except Exception:  # noqa: BLE001
-            return RejectReason.UNDECODABLE_IMAGE
+    opened = _open(data, size=size, max_pixels=max_pixels)
+    if isinstance(opened, RejectReason):
+        return opened
+    image, width, height = opened
+    try:
+        if _orientation(image) in (5, 6, 7, 8):
+            width, height = height, width
+        image = _to_rgb(_upright(image))
+        phash = phash64(image)
+        fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
+        pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
+    except Exception:  # noqa: BLE001
+        return RejectReason.UNDECODABLE_IMAGE
     return DecodedImage(width=width, height=height, phash=phash, pixels=pixels)
 
 
@@ -153,6 +160,9 @@ class DecodeStage(BatchStage):
     name: ClassVar[Stage] = Stage.DECODE
     image_size: int
     max_pixels: int = 89_478_485
+    # Pillow releases the GIL while it decodes and resizes, so threads decode images side by side
+    # (the runner gives decode inside the embedding actor the actor's threads, idle until it embeds).
+    threads: int = 1
 
     def process_batch(self, table: pa.Table) -> pa.Table:
         images = table.column("image").to_pylist()
@@ -161,11 +171,17 @@ class DecodeStage(BatchStage):
         return decoded_columns(table, images, results, self.name)
 
     def decode_all(self, images: list[bytes | None], kept: list[bool]) -> list[DecodedImage | RejectReason | None]:
-        """One result per row: decoded, a reason, or None for rows already rejected."""
-        return [
-            decode_image(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
-            for data, keep in zip(images, kept)
-        ]
+        """One result per row, in row order: decoded, a reason, or None for rows already rejected."""
+
+        def decode(data: bytes | None, keep: bool) -> DecodedImage | RejectReason | None:
+            return _decode_quietly(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # once, here: the decoding threads share the filter
+            if self.threads <= 1 or sum(kept) < 2:
+                return [decode(data, keep) for data, keep in zip(images, kept)]
+            with ThreadPoolExecutor(self.threads) as pool:
+                return list(pool.map(decode, images, kept))
 
 
 def decoded_columns(

@@ -95,3 +95,28 @@ def test_stage_fills_hash_columns_and_keeps_rejected_rows():
     assert out.column("sha256").to_pylist()[:2] == [hashlib.sha256(good).hexdigest(), hashlib.sha256(bad).hexdigest()]
     assert out.column("width").to_pylist() == [120, None, None]
     assert out.column("pixels").null_count == 2
+
+
+def test_threaded_decode_gives_the_same_table_in_row_order():
+    images = [jpeg(60 + 7 * i, 50 + 3 * i, seed=i) for i in range(12)]
+    images[3], images[7], images[9] = b"not an image", jpeg(90, 70)[:200], png("RGBA")
+    n = len(images)
+    table = pa.table(
+        {
+            "key": [f"s/{i}" for i in range(n)],
+            "source": ["s"] * n,
+            "url": [None] * n,
+            "caption": ["a b c d"] * n,
+            "image": images,
+            "status": ["rejected" if i == 5 else "kept" for i in range(n)],
+            "reject_reason": ["missing_caption" if i == 5 else None for i in range(n)],
+            "reject_stage": ["read" if i == 5 else None for i in range(n)],
+        },
+        schema=RAW_SCHEMA,
+    )
+    one = DecodeStage(image_size=32).process_batch(table)
+    three = DecodeStage(image_size=32, threads=3).process_batch(table)
+    assert three.equals(one)
+    reasons = three.column("reject_reason").to_pylist()
+    assert (reasons[3], reasons[5], reasons[7]) == ("not_an_image", "missing_caption", "truncated_image")
+    assert three.column("pixels").null_count == 3 and three.column("width").to_pylist()[9] == 50  # the PNG
