@@ -70,6 +70,40 @@ class DecodeConfig(_Section):
     )
 
 
+PII_KINDS = ("email", "phone", "credit_card", "iban", "street_address", "personal_url")
+
+
+class CaptionConfig(_Section):
+    """Caption hygiene and personal data in captions (see curation/stages/caption.py)."""
+
+    clean: bool = Field(True, description="Strip HTML tags and entities, normalise unicode (NFKC) and whitespace.")
+    reject_boilerplate: bool = Field(
+        True, description="Reject captions that are file names or boilerplate (image, IMG_1234, click here, ...)."
+    )
+    pii: Literal["redact", "reject", "off"] = Field(
+        "redact", description="Personal data in captions: replace it with a [KIND] placeholder, reject the row, or leave it."
+    )
+    pii_kinds: tuple[Literal[PII_KINDS], ...] = Field(PII_KINDS, description="Kinds of personal data looked for.")
+
+
+class LanguageConfig(_Section):
+    """Caption language identification (see curation/stages/language.py)."""
+
+    keep: tuple[str, ...] = Field(("en",), description="ISO 639-1 codes to keep; empty: keep every language (still labelled).")
+    min_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="Below this confidence a caption's language counts as unknown and the row is kept."
+    )
+
+
+class PrivacyConfig(_Section):
+    """Faces in kept images (see curation/stages/faces.py): OpenCV's bundled face cascades."""
+
+    faces: Literal["blur", "reject", "off"] = Field(
+        "blur", description="blur: faces blurred in the kept image bytes; reject: rows with faces rejected; off."
+    )
+    min_face_px: int = Field(20, ge=8, description="Smallest face side looked for, in pixels of the analysed image.")
+
+
 class BasicConfig(_Section):
     """DataComp 'basic' rules."""
 
@@ -97,7 +131,9 @@ class ModelConfig(_Section):
     )
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per embedding actor; > 0 places it on a GPU.")
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per embedding actor.")
-    threads: int = Field(2, ge=1, description="Torch threads per embedding actor on CPU.")
+    threads: int = Field(
+        2, ge=1, description="Torch threads per embedding actor on CPU; also its decoding threads with decode.placement=actor."
+    )
     seed: int = Field(0, description="Seed for random init (pretrained: none).")
 
     @field_validator("actors", mode="before")
@@ -209,11 +245,14 @@ class Config(_Section):
     run: RunConfig = RunConfig()
     input: InputConfig = InputConfig()
     download: DownloadConfig = DownloadConfig()
+    caption: CaptionConfig = CaptionConfig()
+    language: LanguageConfig = LanguageConfig()
     decode: DecodeConfig = DecodeConfig()
     basic: BasicConfig = BasicConfig()
     model: ModelConfig = ModelConfig()
     clip: ClipFilterConfig = ClipFilterConfig()
     heads: tuple[HeadConfig, ...] = Field(DEFAULT_HEADS, description="Classifier heads on the embedding pass.")
+    privacy: PrivacyConfig = PrivacyConfig()
     dedup: DedupConfig = DedupConfig()
     image_filter: ImageFilterConfig = ImageFilterConfig()
     output: OutputConfig = OutputConfig()

@@ -118,9 +118,7 @@ def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, e
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
     scored = in_key_order(conform(table, record_schema(embed_dim)))
-    # Image bytes are JPEG/PNG/WebP already: compressing them again costs CPU for no space.
-    compression = {name: "none" if name == "image" else "zstd" for name in scored.column_names}
-    paths.work.write_bytes(parquet_buffer(scored, compression=compression), paths.scored_name(shard_id))
+    paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
 
 
 def in_key_order(table: pa.Table) -> pa.Table:

@@ -21,11 +21,14 @@ class Stage(str, Enum):
 
     READ = "read"
     DOWNLOAD = "download"
+    CAPTION = "caption"  # caption hygiene and PII in captions
+    LANGUAGE = "language"
     DECODE = "decode"
     BASIC = "basic"
     EMBED = "embed"
     CLIP = "clip"
     HEADS = "heads"
+    PRIVACY = "privacy"  # faces in kept images
     DEDUP = "dedup"
     IMAGE_FILTER = "image_filter"
 
@@ -57,6 +60,11 @@ class RejectReason(str, Enum):
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
     OPTED_OUT = "opted_out"  # X-Robots-Tag: noai / noimageai / noindex / noimageindex
+    # caption: hygiene and personal data
+    BOILERPLATE_CAPTION = "boilerplate_caption"  # a file name, "image", "click here", "IMG_1234", ...
+    CAPTION_PII = "caption_pii"  # personal data in the caption, with caption.pii: reject
+    # language: caption language not in language.keep
+    UNWANTED_LANGUAGE = "unwanted_language"
     # decode: the image bytes
     EMPTY_IMAGE = "empty_image"
     NOT_AN_IMAGE = "not_an_image"
@@ -75,6 +83,8 @@ class RejectReason(str, Enum):
     UNSAFE = "unsafe"
     WATERMARK = "watermark"
     LOW_AESTHETIC = "low_aesthetic"
+    # privacy: faces in a kept image, with privacy.faces: reject
+    FACES = "faces"
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
@@ -119,6 +129,8 @@ def record_schema(embed_dim: int) -> pa.Schema:
             pa.field("aesthetic", pa.float32()),
             pa.field("lang", pa.string()),
             pa.field("lang_score", pa.float32()),
+            pa.field("pii", pa.list_(pa.string())),  # kinds of personal data redacted from the caption
+            pa.field("faces", pa.int16()),  # faces found in the image (null: not looked for)
             pa.field("dup_of", pa.string()),
             pa.field("dup_kind", pa.string()),
             pa.field("status", pa.string(), nullable=False),

@@ -55,7 +55,8 @@ class Location:
 
 
 # Columns of already-compressed bytes (JPEG/PNG/WebP): every value differs, so dictionary encoding
-# only hashes megabytes to give up, and a min/max of image bytes answers no query.
+# only hashes megabytes to give up, a min/max of image bytes answers no query, and a codec only
+# spends CPU on them (they are written uncompressed whatever the other columns use).
 ENCODED_COLUMNS = frozenset({"image"})
 
 
@@ -63,6 +64,8 @@ def parquet_buffer(table: pa.Table, *, compression: str | dict = "zstd", row_gro
     """Serialise deterministically (same table and options give the same bytes) into an Arrow buffer,
     which `Location.write_bytes` writes and hashes without copying it: shards of image bytes are large."""
     sink = pa.BufferOutputStream()
+    if isinstance(compression, str):  # compressing JPEG bytes again costs CPU and saves nothing
+        compression = {name: "none" if name in ENCODED_COLUMNS else compression for name in table.column_names}
     if ENCODED_COLUMNS.isdisjoint(table.column_names):
         encoded = {"use_dictionary": True, "write_statistics": True}
     else:
@@ -71,7 +74,7 @@ def parquet_buffer(table: pa.Table, *, compression: str | dict = "zstd", row_gro
     pq.write_table(
         table,
         sink,
-        compression=None if compression == "none" else compression,
+        compression=compression,
         row_group_size=row_group_size,
         **encoded,
     )

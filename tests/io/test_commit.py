@@ -76,3 +76,10 @@ def test_key_order_without_copying_a_sorted_table():
     assert parquet_buffer(ordered) == parquet_buffer(table.sort_by("key"))
     unsorted_keys = table.set_column(0, "key", pa.array([f"s/{9 - i:03d}" for i in range(10)]))
     assert in_key_order(unsorted_keys).column("key").to_pylist() == sorted(unsorted_keys.column("key").to_pylist())
+
+
+def test_one_codec_for_the_table_leaves_image_bytes_uncompressed():
+    for codec, name in (("zstd", "ZSTD"), ("gzip", "GZIP"), ("none", "UNCOMPRESSED")):
+        chunks = column_chunks(parquet_buffer(scored_like(), compression=codec))
+        assert chunks["image"].compression == "UNCOMPRESSED"
+        assert chunks["key"].compression == chunks["status"].compression == name
