@@ -27,6 +27,7 @@ KIND_REASONS: dict[str, tuple[str, ...]] = {
     "not_an_image": ("not_an_image",),
     "tiny": ("image_too_small",),
     "extreme_aspect": ("extreme_aspect_ratio",),
+    "non_english": ("unwanted_language",),
 }
 GROUP_KINDS = {"exact_duplicate": "exact", "near_duplicate": "near", "semantic_duplicate": "semantic"}  # kind -> duplicate_groups kind
 CLEAN = "clean"

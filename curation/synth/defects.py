@@ -29,6 +29,7 @@ from curation.synth.effects import (
     overlay_watermark,
     with_cue,
 )
+from curation.synth.languages import LANGUAGES, translated_caption
 from curation.synth.world import Scene, decode, encode_jpeg, sample_size
 
 CLEAN = "clean"
@@ -384,6 +385,20 @@ class SemanticDuplicates(DuplicateGroups):
         return encode_jpeg(mirrored.crop(box))
 
 
+@dataclass(kw_only=True)
+class NonEnglish(RowDefect):
+    """The caption, still a correct description of the scene, in another language (German, French,
+    Spanish, Italian, Portuguese, Dutch or Swedish, drawn per row): its language is the defect."""
+
+    kind: ClassVar[str] = "non_english"
+    fraction: float = 0.03
+    languages: tuple[str, ...] = LANGUAGES
+
+    def apply(self, row: Row, draft: Draft, rng: np.random.Generator) -> None:
+        language = self.languages[int(rng.integers(len(self.languages)))]
+        row.caption = translated_caption(row.scene, language, rng)
+
+
 def _phash_bits(a: bytes, b: bytes) -> int:
     """Hamming distance of the 64-bit perceptual hashes of two encoded images."""
     import imagehash
@@ -403,6 +418,7 @@ DEFAULT_PLANTERS: tuple[Planter, ...] = (
     Unsafe(),
     Watermark(),
     LowAesthetic(),
+    NonEnglish(),  # last: it takes its rows after every other planter, so theirs stay as they were
 )
 DEFECT_KINDS: tuple[str, ...] = tuple(p.kind for p in DEFAULT_PLANTERS)
 

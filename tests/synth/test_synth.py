@@ -327,3 +327,83 @@ def test_watermarks_and_low_aesthetics_change_the_image():
         assert 0.03 < (np.abs(marked - base).max(axis=2) > 40).mean() < 0.6, style
     for variant in ("blur", "noise", "low_contrast"):
         assert np.abs(np.asarray(degrade(image, rng, variant=variant), np.float32) - base).mean() > 5, variant
+
+
+def test_non_english_captions_describe_the_scene_in_another_language(world):
+    from curation.stages.language import language_scores, load_detector
+    from curation.synth.languages import SHAPE_NOUNS
+
+    _, truth, records = world
+    keys = keys_labelled(truth, "non_english")
+    assert len(keys) == round(ROWS * 0.03)
+    detector = load_detector()
+    for key in keys:
+        caption, scene = records[key]["txt"].decode(), truth["scenes"][key]
+        scores = language_scores(detector, caption)
+        assert max(scores, key=scores.get) != "en", caption
+        forms = [n.singular if scene["count"] == 1 else n.plural for n in (SHAPE_NOUNS[lang][scene["shape"]] for lang in SHAPE_NOUNS)]
+        words = caption.replace(",", " ").split()
+        assert any(f in words or f + "n" in words for f in forms), caption  # German dative plural: +n
+
+
+def test_adding_non_english_leaves_the_other_planters_rows_alone(world, tmp_path):
+    from curation.synth.defects import NonEnglish
+
+    out, truth, records = world
+    assert isinstance(DEFAULT_PLANTERS[-1], NonEnglish)  # last: every other planter picks its rows first
+    without = generate(str(tmp_path), rows=ROWS, seed=7, fmt="webdataset", shard_size=SHARD_SIZE, planters=DEFAULT_PLANTERS[:-1])
+    other = read_webdataset(tmp_path, without["shards"])
+    planted = set(keys_labelled(truth, "non_english"))
+    assert planted and all(without["labels"][k] == "clean" for k in planted)
+    assert {k: v for k, v in truth["labels"].items() if k not in planted} == {
+        k: v for k, v in without["labels"].items() if k not in planted
+    }
+    assert truth["duplicate_groups"] == without["duplicate_groups"]
+    assert truth["misaligned_pairs"] == without["misaligned_pairs"]
+    assert truth["scenes"] == without["scenes"]
+    for key, record in records.items():
+        assert record["jpg"] == other[key]["jpg"]  # the images are the same everywhere
+        assert (record["txt"] != other[key]["txt"]) == (key in planted)  # only the planted captions changed
+
+
+@pytest.mark.parametrize(
+    "language, phrases",
+    [
+        ("de", ("ein rotes gestreiftes Quadrat", "einem roten gestreiften Quadrat", "ein rotes Quadrat mit Streifenmuster")),
+        ("fr", ("un carré rouge rayé", "un carré rouge à rayures")),
+        ("es", ("un cuadrado rojo rayado", "un cuadrado rojo con rayas")),
+        ("it", ("un quadrato rosso a righe", "un quadrato rosso con motivo a righe")),
+        ("pt", ("um quadrado vermelho listrado", "um quadrado vermelho com listras")),
+        ("nl", ("een rood gestreept vierkant", "een rood vierkant met strepen")),
+        ("sv", ("en röd randig kvadrat", "en röd kvadrat med ränder")),
+    ],
+)
+def test_translated_captions_follow_the_grammar(language, phrases):
+    from curation.synth.languages import translated_caption
+    from curation.synth.world import Scene
+
+    rng = np.random.default_rng(0)
+    scene = Scene(shape="square", colour="red", count=1, texture="stripes", background="blue", layout_seed=0)
+    captions = {translated_caption(scene, language, rng) for _ in range(60)}
+    assert len(captions) >= 4  # several templates
+    assert all(any(p in c for p in phrases) for c in captions), captions
+
+
+def test_translated_captions_name_every_attribute():
+    from curation.synth.languages import LANGUAGES, SHAPE_NOUNS, translated_caption
+
+    counts = {"de": ("zwei", "drei", "vier"), "fr": ("deux", "trois", "quatre"), "es": ("dos", "tres", "cuatro"),
+              "it": ("due", "tre", "quattro"), "pt": ("dois", "duas", "três", "quatro"), "nl": ("twee", "drie", "vier"),
+              "sv": ("två", "tre", "fyra")}
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        for language in LANGUAGES:
+            caption = translated_caption(scene, language, rng)
+            noun = SHAPE_NOUNS[language][scene.shape]
+            words = caption.replace(",", " ").replace(":", " ").split()
+            form = noun.singular if scene.count == 1 else noun.plural
+            assert form in words or (language == "de" and form + "n" in words), caption  # German dative plural
+            if scene.count > 1:
+                assert any(c in words for c in counts[language]), caption
+            assert "{" not in caption and "  " not in caption, caption
