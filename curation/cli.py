@@ -217,14 +217,15 @@ def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
 
 
 def _add_bench_commands() -> None:
-    """Throughput benchmarks (curation/bench/): embed, pipeline, decode, memory, language."""
+    """Benchmarks (curation/bench/): embed, pipeline, decode, memory, language, faces."""
     from curation.bench.decode import decode_command
     from curation.bench.embed import embed_command
+    from curation.bench.faces import faces_command
     from curation.bench.language import language_command
     from curation.bench.memory import memory_command
     from curation.bench.pipeline import pipeline_command
 
-    for command in (embed_command, pipeline_command, decode_command, memory_command, language_command):
+    for command in (embed_command, pipeline_command, decode_command, memory_command, language_command, faces_command):
         bench.add_command(command)
 
 

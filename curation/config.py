@@ -99,7 +99,9 @@ class PrivacyConfig(_Section):
     """Faces in kept images (see curation/stages/faces.py): OpenCV's bundled face cascades."""
 
     faces: Literal["blur", "reject", "off"] = Field(
-        "blur", description="blur: faces blurred in the kept image bytes; reject: rows with faces rejected; off."
+        "off",
+        description="blur: faces blurred in the kept image bytes; reject: rows with faces rejected; off (the demo: "
+        "its synthetic world has no people). pipelines/datacomp_style.yaml blurs, as DataComp's release did.",
     )
     min_face_px: int = Field(20, ge=8, description="Smallest face side looked for, in pixels of the analysed image.")
 

@@ -8,30 +8,42 @@ from curation.config import Config
 from curation.models.clip import ModelInfo
 from curation.stages.base import BatchStage
 from curation.stages.basic import BasicFilter
+from curation.stages.caption import CaptionStage
 from curation.stages.clip_filter import ClipScoreFilter
 from curation.stages.decode import DecodeStage
 from curation.stages.download import DownloadStage
 from curation.stages.embed import EmbedStage
+from curation.stages.faces import FaceStage
 from curation.stages.heads import HeadsFilter
+from curation.stages.language import LanguageFilter
 
 
 @dataclass(frozen=True, kw_only=True)
 class StagePlan:
     """The stages of the score phase, built once from the config on the driver."""
 
-    cpu: list[BatchStage]  # before embedding: tasks
+    cpu: list[BatchStage]  # before embedding: tasks or the embedding actor (runner._place_stages)
     embed: EmbedStage  # actor pool: embeddings, clip_score and every head's score in one pass
-    post: list[BatchStage]  # after embedding: cheap filters on the scores
+    post: list[BatchStage]  # after embedding: filters on the scores, then privacy on the rows still kept
 
     @classmethod
     def build(cls, cfg: Config, info: ModelInfo) -> "StagePlan":
         return cls(
             cpu=[
+                # Captions first: a caption that is boilerplate or in an unwanted language costs no
+                # download and no decode, and the embedding sees the cleaned, redacted caption.
+                CaptionStage(**cfg.caption.model_dump()),
+                LanguageFilter(**cfg.language.model_dump()),
                 DownloadStage(download=cfg.download),  # fills `image` for URL-list shards; others pass through
                 DecodeStage(image_size=info.image_size, max_pixels=cfg.decode.max_pixels),
                 BasicFilter(**cfg.basic.model_dump()),
             ],
             embed=EmbedStage(model=cfg.model, image_size=info.image_size, embed_dim=info.embed_dim, heads=cfg.heads),
             # Heads first: an unsafe or watermarked image is rejected for that, not for its clip_score.
-            post=[HeadsFilter.from_config(cfg.heads), ClipScoreFilter(min_score=cfg.clip.min_score)],
+            # Faces last: only the rows still kept are looked at (and blurred).
+            post=[
+                HeadsFilter.from_config(cfg.heads),
+                ClipScoreFilter(min_score=cfg.clip.min_score),
+                FaceStage(**cfg.privacy.model_dump(), max_pixels=cfg.decode.max_pixels),
+            ],
         )

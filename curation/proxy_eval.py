@@ -43,7 +43,7 @@ POOL_DEFECTS = {
     "unsafe": 0.01,
     "watermark": 0.02,
     "low_aesthetic": 0.01,
-    "non_english": 0.02,
+    "non_english": 0.01,
 }
 PROMPT_TEMPLATE = "a photo of a {colour} {shape} on a {background} background"
 

@@ -28,6 +28,12 @@ def test_laion_style_settings():
     assert cfg.clip.min_score == 0.28 and cfg.model.arch == "ViT-B-32"
     assert cfg.basic.min_caption_chars == 5 and cfg.basic.min_image_bytes == 5000
     assert {h.score_column: h.threshold for h in cfg.heads} == {"unsafe": None, "watermark": None}
+    assert cfg.language.keep == ()  # LAION-5B: multilingual, languages labelled only
+
+
+def test_datacomp_style_blurs_faces_and_keeps_english():
+    cfg = load_config(PIPELINES[0].parent / "datacomp_style.yaml")
+    assert cfg.privacy.faces == "blur" and cfg.language.keep == ("en",)
 
 
 @pytest.mark.ray
@@ -38,7 +44,7 @@ def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, s
     ]
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
     run_job(cfg, str(small_world[0]), str(tmp_path / "out"), log=lambda _: None)
-    columns = ["key", "image", "unsafe", "watermark", "status", "reject_reason"]
+    columns = ["key", "image", "unsafe", "watermark", "lang", "status", "reject_reason"]
     kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table(columns=columns).to_pylist()
     rejected = pads.dataset(str(tmp_path / "out" / "rejected")).to_table(columns=columns).to_pylist()
     assert len(kept) + len(rejected) == small_world[1]["rows"]
@@ -47,6 +53,11 @@ def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, s
     assert all(r["unsafe"] is not None and r["watermark"] is not None for r in kept)
     labels = small_world[1]["labels"]
     assert any(labels[r["key"]] == "unsafe" for r in kept)  # planted unsafe rows stay, with their score
+    # Planted non-English captions are labelled, not removed for their language (the tiny CLIP, which
+    # knows English only, may still reject them for their clip_score).
+    foreign = [r for r in kept + rejected if labels[r["key"]] == "non_english"]
+    assert foreign and all(r["lang"] not in (None, "en") for r in foreign)
+    assert "unwanted_language" not in reasons
     small = [r for r in rejected if r["reject_reason"] == "image_too_few_bytes"]
     assert small and all(len(r["image"]) < 6000 for r in small)
     assert all(len(r["image"]) >= 6000 for r in kept)
