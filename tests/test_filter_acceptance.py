@@ -1,5 +1,5 @@
 """Acceptance: on a world from a seed the shipped model never saw, the shipped CLIP and heads catch
-misaligned captions, the unsafe motif and watermarks with precision and recall >= 0.9 each, while at
+misaligned captions, the unsafe motif, watermarks and non-English captions with precision and recall >= 0.9 each, while at
 most 5 % of clean rows are rejected. Runs the score phase's stages directly (no Ray), with the
 settings of pipelines/demo.yaml.
 """
@@ -34,7 +34,7 @@ def scored_world(tmp_path_factory):
     return evaluate(rows, truth)
 
 
-@pytest.mark.parametrize("kind", ["misaligned", "unsafe", "watermark"])
+@pytest.mark.parametrize("kind", ["misaligned", "unsafe", "watermark", "non_english"])
 def test_filters_reach_the_bar(scored_world, kind):
     m = scored_world[kind]
     assert m["n"] >= 30
