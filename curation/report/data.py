@@ -26,6 +26,7 @@ from curation.schema import Stage
 NOT_SCORES = {"width", "height"}
 SMALL_COLUMNS = ["key", "caption", "status", "reject_reason", "reject_stage"]
 EMBEDDINGS = ["img_emb", "txt_emb"]
+LABELS = ["lang", "pii", "faces"]  # what the caption, language and privacy stages recorded
 
 
 @dataclass
@@ -68,7 +69,7 @@ def load(output_url: str, *, max_rows: int = 4000, per_grid: int = 12, seed: int
         for path in pair:
             if path is None:
                 continue
-            tables.append(_read(out, path, [*SMALL_COLUMNS, *EMBEDDINGS], files))
+            tables.append(_read(out, path, [*SMALL_COLUMNS, *LABELS, *EMBEDDINGS], files))
             sampled_rows += tables[-1].num_rows
         if sampled_rows >= max_rows:
             break

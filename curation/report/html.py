@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections import Counter
 from html import escape
 
 import numpy as np
@@ -58,6 +59,7 @@ def render(data: ReportData) -> str:
         ("scores", "Score distributions", _scores(data)),
         ("near", "Near the thresholds", _near(data)),
         ("samples", "Samples", _samples(data)),
+        ("captions", "Captions and privacy", _captions(data)),
         ("audit", "Bias / diversity audit", _audit(result)),
         ("clusters", "Cluster sizes", _clusters(data, result)),
         ("run", "Run", _run(data)),
@@ -196,6 +198,46 @@ def _group_table(groups: list[Group], overall_by_reason: dict[str, float]) -> st
         + "".join(rows)
         + f'<tr class="stage"><td></td><td>all audited rows</td><td></td><td></td><td></td><td></td>{overall}</tr></table>'
     )
+
+
+def _captions(data: ReportData) -> str:
+    """Caption languages (kept vs rejected), personal data redacted from captions and faces found, in the
+    sample: what the caption, language and privacy stages did beyond the funnel's rejections."""
+    sample = data.sample
+    n = sample.num_rows
+    if not n:
+        return '<p class="muted">No rows sampled.</p>'
+    parts = [f'<p class="muted">In the sample of {n:,} rows.</p>']
+    if "lang" in sample.column_names and sample.column("lang").null_count < n:
+        kept = Counter(l for l, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist()) if s == "kept")
+        rejected = Counter(l for l, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist()) if s != "kept")
+        languages = sorted(set(kept) | set(rejected), key=lambda l: (-(kept[l] + rejected[l]), str(l)))[:15]
+        rows = "".join(
+            f'<tr><td>{escape(str(l) if l is not None else "not identified")}</td><td class="n">{kept[l]:,}</td><td class="n">{rejected[l]:,}</td></tr>'
+            for l in languages
+        )
+        parts.append(f'<h3>Caption languages</h3><table id="languages"><tr><th>lang</th><th>kept</th><th>rejected</th></tr>{rows}</table>')
+    if "pii" in sample.column_names and sample.column("pii").null_count < n:
+        found = [kinds for kinds in sample.column("pii").to_pylist() if kinds is not None]
+        kinds = Counter(kind for row in found for kind in row)
+        rows = "".join(f'<tr><td>{escape(k)}</td><td class="n">{c:,}</td></tr>' for k, c in kinds.most_common())
+        with_pii = sum(1 for row in found if row)
+        parts.append(
+            f'<h3>Personal data in captions</h3><p>{with_pii:,} of {len(found):,} examined captions ({_pct(with_pii, len(found))}) '
+            f'held personal data.</p><table id="pii"><tr><th>kind</th><th>captions</th></tr>{rows}</table>'
+        )
+    else:
+        parts.append('<p class="muted">Personal data in captions: not looked for (caption.pii: off).</p>')
+    if "faces" in sample.column_names and sample.column("faces").null_count < n:
+        counts = [c for c in sample.column("faces").to_pylist() if c is not None]
+        with_faces = sum(1 for c in counts if c)
+        parts.append(
+            f'<h3>Faces</h3><p id="faces">{with_faces:,} of {len(counts):,} examined images ({_pct(with_faces, len(counts))}) '
+            f"showed faces ({sum(counts):,} faces).</p>"
+        )
+    else:
+        parts.append('<p class="muted">Faces: not looked for (privacy.faces: off).</p>')
+    return "".join(parts)
 
 
 def _audit(result: Audit | None) -> str:

@@ -102,3 +102,16 @@ def test_the_report_renders_in_headless_chromium(curated, tmp_path):
         png = page.screenshot(tmp_path / "report.png")
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("L"), np.float32)
     assert shot.shape[0] > 1000 and shot.std() > 20  # a full, non-blank page
+
+
+@pytest.mark.ray
+def test_captions_section_shows_languages_pii_and_faces(curated):
+    out, manifest = curated
+    page = (out / "report.html").read_text()
+    section = re.search(r'<section id="captions">(.*?)</section>', page, re.S).group(1)
+    languages = dict(re.findall(r"<tr><td>([^<]+)</td><td class=\"n\">([\d,]+)</td>", section))
+    assert int(languages["en"].replace(",", "")) > 0  # English captions kept
+    foreign = manifest["funnel"]["rejected_by_reason"].get("unwanted_language", 0)
+    assert foreign > 0 and len(languages) > 1  # the planted non-English captions, by language
+    assert "Personal data in captions" in section and 'id="pii"' in section
+    assert "Faces: not looked for" in section  # the demo does not look for faces
