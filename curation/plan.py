@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curation.config import Config
-from curation.models.clip import ModelInfo
+from curation.models.info import ModelInfo
 from curation.stages.base import BatchStage
 from curation.stages.basic import BasicFilter
 from curation.stages.caption import CaptionStage

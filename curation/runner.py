@@ -86,7 +86,7 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
 
         raise UserError(access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")) from None
     # Imported here: workers that unpickle this module's functions need not import torch.
-    from curation.models.clip import model_info
+    from curation.models.info import model_info
     from curation.plan import StagePlan
 
     info = model_info(cfg.model)
@@ -277,10 +277,11 @@ def _place_stages(plan: StagePlan, cfg: Config) -> tuple[list, list]:
     go with it, since they read what decode fills in.
     """
     from curation.stages.decode import DecodeStage
-    from curation.stages.gpu_decode import GpuDecodeStage
 
     stages = list(plan.cpu)
     if cfg.decode.device == "gpu":
+        from curation.stages.gpu_decode import GpuDecodeStage  # imports torch: only when asked for
+
         at = next(i for i, stage in enumerate(stages) if isinstance(stage, DecodeStage))
         decode = stages[at]
         gpu = GpuDecodeStage(image_size=decode.image_size, max_pixels=decode.max_pixels, device=_decode_device(cfg))

@@ -10,7 +10,6 @@ An open_clip tag needs a download: with no network it fails within seconds with 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -23,55 +22,32 @@ import torch
 
 from curation.config import ModelConfig
 from curation.errors import UserError
+from curation.models.info import (  # noqa: F401 - re-exported: the model's facts live in info.py
+    ASSETS_DIR,
+    BUILTIN,
+    CONFIG_DIR,
+    WEIGHTS_FILE,
+    ModelInfo,
+    architecture_config,
+    builtin_dir,
+    builtin_weights,
+    model_image_size,
+    model_info,
+)
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-ASSETS_DIR = Path(__file__).parent / "assets"
-BUILTIN = "builtin"
-WEIGHTS_FILE = "open_clip_model.safetensors"
 open_clip.add_model_config(CONFIG_DIR)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the rest of the pipeline needs to know about a model without building it."""
-
-    model_id: str
-    image_size: int
-    embed_dim: int
-
-
-def architecture_config(arch: str) -> dict:
+def open_clip_architecture(arch: str) -> dict:
+    """An architecture open_clip knows but whose JSON config info.py did not find as a file."""
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
         known = ", ".join(sorted(open_clip.list_models())[:8])
         raise UserError(f"unknown model.arch {arch!r}: use an open_clip architecture name (e.g. {known}, ...)")
     return cfg
-
-
-def builtin_dir(arch: str) -> Path:
-    """The folder of the model the package ships for `arch` (open_clip_config.json + weights + heads/)."""
-    return ASSETS_DIR / arch
-
-
-def model_info(cfg: ModelConfig) -> ModelInfo:
-    arch = architecture_config(cfg.arch)
-    size = arch["vision_cfg"]["image_size"]
-    size = size if isinstance(size, int) else size[0]
-    if not cfg.pretrained:
-        source = f"random-init(seed={cfg.seed})"
-    elif cfg.pretrained == BUILTIN:
-        weights = _resolve_pretrained(cfg.pretrained, cfg.arch)
-        source = f"builtin@{_file_digest(Path(weights))}"
-    else:
-        source = cfg.pretrained
-    return ModelInfo(model_id=f"{cfg.arch}:{source}", image_size=size, embed_dim=arch["embed_dim"])
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def resolve_device(cfg: ModelConfig) -> torch.device:
@@ -134,14 +110,7 @@ def _resolve_pretrained(pretrained: str | None, arch: str) -> str | None:
     if not pretrained:
         return None
     if pretrained == BUILTIN:
-        weights = builtin_dir(arch) / WEIGHTS_FILE
-        if not weights.is_file():
-            shipped = sorted(p.name for p in ASSETS_DIR.glob(f"*/{WEIGHTS_FILE}/..")) if ASSETS_DIR.is_dir() else []
-            raise UserError(
-                f"model.pretrained builtin: the package ships no weights for {arch} (it ships: "
-                f"{', '.join(shipped) or 'none'}): give an open_clip tag, a local .safetensors path, or null"
-            )
-        return str(weights)
+        return str(builtin_weights(arch))
     path = Path(pretrained).expanduser()
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():  # a folder written by `curate train-clip`
         return str(path / WEIGHTS_FILE)
@@ -258,8 +227,3 @@ def save_open_clip_dir(model: torch.nn.Module, arch: str, out_dir: Path, *, fp16
     save_file(state, str(path), metadata={"arch": arch})
     path.chmod(0o644)  # package data: readable by everyone
     return path
-
-
-def model_image_size(arch: str) -> int:
-    size = architecture_config(arch)["vision_cfg"]["image_size"]
-    return size if isinstance(size, int) else size[0]

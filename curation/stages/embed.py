@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from curation.config import HeadConfig, ModelConfig
-from curation.models.clip import LoadedClip, load_clip, prepare_images
-from curation.models.heads import encode_image_features, load_pipeline_heads
 from curation.schema import Stage, embedding_type
 from curation.stages.base import BatchStage, kept_mask, set_column
+
+if TYPE_CHECKING:
+    from curation.models.clip import LoadedClip
+
+# torch and open_clip are imported by the workers that embed (in setup), not by the driver that builds
+# the plan: importing them takes seconds.
 
 
 @dataclass(kw_only=True)
@@ -37,6 +40,11 @@ class EmbedStage(BatchStage):
     def setup(self) -> None:
         if self._clip is not None:
             return
+        import torch
+
+        from curation.models.clip import load_clip
+        from curation.models.heads import load_pipeline_heads
+
         logging.getLogger().setLevel(logging.ERROR)  # open_clip warns at INFO/WARNING on random init
         torch.set_num_threads(self.model.threads)
         self._clip = load_clip(self.model)
@@ -68,9 +76,17 @@ class EmbedStage(BatchStage):
             table = set_column(table, column, values, pa.float32())
         return table.drop_columns(["pixels"])
 
-    @torch.inference_mode()
     def embed(self, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """L2-normalised image and text embeddings (float32) and each head's scores, in micro-batches."""
+        import torch
+
+        with torch.inference_mode():
+            return self._embed(torch, pixels, captions)
+
+    def _embed(self, torch, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from curation.models.clip import prepare_images
+        from curation.models.heads import encode_image_features
+
         clip = self._clip
         size, step = self.image_size, self.model.batch_size
         tokens_needed = any({"tokens", "stem"} & set(head.features) for head in self._heads.values())
