@@ -150,11 +150,20 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
     """Precision and recall per planted defect kind, from a run's kept/ and rejected/ and the truth."""
     import json
 
-    from curation.eval import clean_rejections, evaluate, format_table, load_truth, missing_keys, read_output, shipped_model_retrieval
+    from curation.eval import (
+        clean_rejections,
+        evaluate,
+        format_table,
+        load_truth,
+        missing_keys,
+        read_output,
+        redacted_keys,
+        shipped_model_retrieval,
+    )
 
     truth = load_truth(truth_path)
     rows = read_output(output)
-    result = evaluate(rows, truth)
+    result = evaluate(rows, truth, redacted_keys(output))
     measured = shipped_model_retrieval() if retrieval else None
     if as_json:
         if measured:

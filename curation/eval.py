@@ -31,29 +31,47 @@ KIND_REASONS: dict[str, tuple[str, ...]] = {
 }
 GROUP_KINDS = {"exact_duplicate": "exact", "near_duplicate": "near", "semantic_duplicate": "semantic"}  # kind -> duplicate_groups kind
 CLEAN = "clean"
+PII_KIND = "pii_caption"  # planted personal data: scored by what the caption stage found (the `pii` column)
 
 
 def read_output(output: str) -> dict[str, tuple[str, str | None]]:
     """key -> (status, reject_reason) for every row of `<output>/kept` and `<output>/rejected`."""
+    rows: dict[str, tuple[str, str | None]] = {}
+    for table in _output_tables(output, ["key", "status", "reject_reason"]):
+        for key, status, reason in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reject_reason"))):
+            rows[key] = (status, reason)
+    return rows
+
+
+def redacted_keys(output: str) -> set[str] | None:
+    """Keys of the rows whose caption had personal data (the `pii` column lists kinds), or None when the
+    output has no `pii` column (a run from before the caption stage, or with caption.pii: off)."""
+    keys: set[str] = set()
+    examined = False
+    for table in _output_tables(output, ["key", "pii"], optional=("pii",)):
+        if "pii" in table.column_names and table.column("pii").null_count < table.num_rows:
+            examined = True
+            keys.update(k for k, kinds in zip(table.column("key").to_pylist(), table.column("pii").to_pylist()) if kinds)
+    return keys if examined else None
+
+
+def _output_tables(output: str, columns: list[str], optional: tuple[str, ...] = ()):
+    """`columns` of each Parquet file of `<output>/kept` and `<output>/rejected` (those in `optional`
+    only where present). Files are read one by one through fsspec file objects: an Arrow dataset over a
+    Python (fsspec) filesystem leaves Arrow threads calling into Python at exit, which can abort it."""
     import fsspec
-    import pyarrow.dataset as pads
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
+    import pyarrow.parquet as pq
 
     fs, root = fsspec.core.url_to_fs(output)
-    rows: dict[str, tuple[str, str | None]] = {}
     for part in ("kept", "rejected"):
         path = f"{root.rstrip('/')}/{part}"
         if not fs.exists(path):
             raise UserError(f"{output} has no {part}/ folder: point curate eval at the --output of a finished run")
-        files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
-        if not files:
-            continue
-        table = pads.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs))).to_table(
-            columns=["key", "status", "reject_reason"]
-        )
-        for key, status, reason in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reject_reason"))):
-            rows[key] = (status, reason)
-    return rows
+        for name in sorted(p for p in fs.find(path) if p.endswith(".parquet")):
+            with fs.open(name, "rb") as f:
+                parquet = pq.ParquetFile(f)
+                present = parquet.schema_arrow.names
+                yield parquet.read(columns=[c for c in columns if c not in optional or c in present], use_threads=False)
 
 
 def load_truth(path: str | Path) -> dict:
@@ -69,8 +87,10 @@ def load_truth(path: str | Path) -> dict:
     return truth
 
 
-def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict) -> dict:
-    """{kind: {"precision", "recall", "n"}, ..., "clean_rejected": fraction} (see the module docstring)."""
+def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set[str] | None = None) -> dict:
+    """{kind: {"precision", "recall", "n"}, ..., "clean_rejected": fraction} (see the module docstring).
+    With `redacted` (rows whose caption had personal data: redacted, or rejected as caption_pii), planted
+    personal data (`pii_caption`) is scored too: it is found, not rejected."""
     labels: dict[str, str] = truth["labels"]
     groups = truth.get("duplicate_groups", [])
     rejected_for = {k: reason for k, (status, reason) in rows.items() if status == "rejected"}
@@ -92,6 +112,16 @@ def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict) -> dict:
             "recall": round(hits / n, 4) if n else 1.0,
             "n": n,
         }
+    if redacted is not None:
+        truth_keys = {k for k, label in labels.items() if label == PII_KIND}
+        predicted = redacted | {k for k, reason in rejected_for.items() if reason == "caption_pii"}
+        if truth_keys or predicted:
+            hits = len(truth_keys & predicted)
+            result[PII_KIND] = {
+                "precision": round(hits / len(predicted), 4) if predicted else 0.0,
+                "recall": round(hits / len(truth_keys), 4) if truth_keys else 1.0,
+                "n": len(truth_keys),
+            }
     originals = {g["original"]: KIND_REASONS[kind][0] for kind, gk in GROUP_KINDS.items() for g in groups if g["kind"] == gk}
     clean = [k for k, label in labels.items() if label == CLEAN]
     wrongly = [k for k in clean if k in rejected_for and rejected_for[k] != originals.get(k)]
@@ -119,7 +149,8 @@ def format_table(result: dict, clean_reasons: Counter, missing: int, retrieval: 
     for kind, m in result.items():
         if kind in ("clean_rejected", "retrieval_r1_100"):
             continue
-        lines.append(f"{kind:<18} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['n']:>6}  {', '.join(KIND_REASONS[kind])}")
+        how = "pii column (redacted)" if kind == PII_KIND else ", ".join(KIND_REASONS[kind])
+        lines.append(f"{kind:<18} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['n']:>6}  {how}")
     why = ", ".join(f"{r} {c}" for r, c in clean_reasons.most_common()) or "none"
     lines.append(f"clean rows rejected: {100 * result['clean_rejected']:.1f} % ({why})")
     if missing:

@@ -44,6 +44,7 @@ POOL_DEFECTS = {
     "watermark": 0.02,
     "low_aesthetic": 0.01,
     "non_english": 0.01,
+    "pii_caption": 0.0,  # redacted, not removed: no effect on what is trained on
 }
 PROMPT_TEMPLATE = "a photo of a {colour} {shape} on a {background} background"
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from curation.cli import main
-from curation.eval import evaluate, read_output
+from curation.eval import evaluate, read_output, redacted_keys
 
 TRUTH = {
     "rows": 14,
@@ -89,3 +89,25 @@ def test_cli_json_and_table(output):
 def test_cli_names_the_fix_for_a_wrong_path(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(tmp_path), "--truth", str(tmp_path / "truth.json")])
     assert result.exit_code == 2 and "truth file" in result.output
+
+
+def test_planted_personal_data_is_scored_by_the_pii_column(tmp_path):
+    truth = {"rows": 4, "labels": {"c/0": "pii_caption", "c/1": "pii_caption", "c/2": "clean", "c/3": "clean"}}
+    root = tmp_path / "out"
+    for status, keys, pii in (("kept", ["c/0", "c/2", "c/3"], [["email"], ["phone"], []]), ("rejected", ["c/1"], [None])):
+        table = pa.table({
+            "key": keys, "status": [status] * len(keys),
+            "reject_reason": pa.array(["caption_pii"] * len(keys) if status == "rejected" else [None] * len(keys), pa.string()),
+            "pii": pa.array(pii, pa.list_(pa.string())),
+        })
+        (root / status).mkdir(parents=True)
+        pq.write_table(table, root / status / "part-00000.parquet")
+    found = redacted_keys(str(root))
+    assert found == {"c/0", "c/2"}  # c/2: a clean caption with a phone number in it, a false positive
+    result = evaluate(read_output(str(root)), truth, found)
+    assert result["pii_caption"] == {"precision": pytest.approx(2 / 3, abs=1e-4), "recall": 1.0, "n": 2}  # c/1 rejected for it
+    assert "pii_caption" not in evaluate(read_output(str(root)), truth)  # without the column: not scored
+
+
+def test_outputs_without_a_pii_column_are_not_scored_for_it(output):
+    assert redacted_keys(str(output / "out")) is None

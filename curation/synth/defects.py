@@ -30,6 +30,7 @@ from curation.synth.effects import (
     with_cue,
 )
 from curation.synth.languages import LANGUAGES, translated_caption
+from curation.synth.personal import personal_snippet
 from curation.synth.world import Scene, decode, encode_jpeg, sample_size
 
 CLEAN = "clean"
@@ -399,6 +400,19 @@ class NonEnglish(RowDefect):
         row.caption = translated_caption(row.scene, language, rng)
 
 
+@dataclass(kw_only=True)
+class PiiCaption(RowDefect):
+    """A good caption with personal data appended (a contact e-mail, a phone number or a street address).
+    The row is not rejected for it: the caption stage redacts it and lists the kind in `pii`, and
+    `curate eval` scores what it found."""
+
+    kind: ClassVar[str] = "pii_caption"
+    fraction: float = 0.02
+
+    def apply(self, row: Row, draft: Draft, rng: np.random.Generator) -> None:
+        row.caption += personal_snippet(rng)[1]
+
+
 def _phash_bits(a: bytes, b: bytes) -> int:
     """Hamming distance of the 64-bit perceptual hashes of two encoded images."""
     import imagehash
@@ -418,7 +432,8 @@ DEFAULT_PLANTERS: tuple[Planter, ...] = (
     Unsafe(),
     Watermark(),
     LowAesthetic(),
-    NonEnglish(),  # last: it takes its rows after every other planter, so theirs stay as they were
+    NonEnglish(),  # last ones: they take their rows after every other planter, so theirs stay as they were
+    PiiCaption(),
 )
 DEFECT_KINDS: tuple[str, ...] = tuple(p.kind for p in DEFAULT_PLANTERS)
 

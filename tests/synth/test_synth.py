@@ -346,14 +346,15 @@ def test_non_english_captions_describe_the_scene_in_another_language(world):
         assert any(f in words or f + "n" in words for f in forms), caption  # German dative plural: +n
 
 
-def test_adding_non_english_leaves_the_other_planters_rows_alone(world, tmp_path):
-    from curation.synth.defects import NonEnglish
+def test_caption_planters_leave_the_other_planters_rows_alone(world, tmp_path):
+    from curation.synth.defects import NonEnglish, PiiCaption
 
     out, truth, records = world
-    assert isinstance(DEFAULT_PLANTERS[-1], NonEnglish)  # last: every other planter picks its rows first
-    without = generate(str(tmp_path), rows=ROWS, seed=7, fmt="webdataset", shard_size=SHARD_SIZE, planters=DEFAULT_PLANTERS[:-1])
+    # last: every other planter picks its rows first
+    assert [type(p) for p in DEFAULT_PLANTERS[-2:]] == [NonEnglish, PiiCaption]
+    without = generate(str(tmp_path), rows=ROWS, seed=7, fmt="webdataset", shard_size=SHARD_SIZE, planters=DEFAULT_PLANTERS[:-2])
     other = read_webdataset(tmp_path, without["shards"])
-    planted = set(keys_labelled(truth, "non_english"))
+    planted = set(keys_labelled(truth, "non_english")) | set(keys_labelled(truth, "pii_caption"))
     assert planted and all(without["labels"][k] == "clean" for k in planted)
     assert {k: v for k, v in truth["labels"].items() if k not in planted} == {
         k: v for k, v in without["labels"].items() if k not in planted
@@ -364,6 +365,21 @@ def test_adding_non_english_leaves_the_other_planters_rows_alone(world, tmp_path
     for key, record in records.items():
         assert record["jpg"] == other[key]["jpg"]  # the images are the same everywhere
         assert (record["txt"] != other[key]["txt"]) == (key in planted)  # only the planted captions changed
+
+
+def test_planted_personal_data_is_what_the_caption_stage_finds(world):
+    from curation.stages.caption import redact
+
+    out, truth, records = world
+    planted = keys_labelled(truth, "pii_caption")
+    assert planted
+    for key in planted:
+        caption = records[key]["txt"].decode()
+        text, kinds = redact(caption)
+        assert len(kinds) == 1 and "[" in text, caption
+        assert text.startswith(" ".join(caption.split()[:3]))  # the scene's own caption comes first, intact
+    for key in keys_labelled(truth, "clean")[:200]:
+        assert redact(records[key]["txt"].decode())[1] == []  # templated captions hold none
 
 
 @pytest.mark.parametrize(
