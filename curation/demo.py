@@ -21,9 +21,10 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
     root = root.resolve()
     input_dir, output_dir = root / "input", root / "curated"
     truth_path = input_dir / "truth.json"
-    if not truth_path.exists() or json.loads(truth_path.read_text()).get("rows") != rows:
+    if not _same_world(truth_path, rows, seed):
         log(f"generating {rows} synthetic image-text pairs in {input_dir} ...")
         generate(str(input_dir), rows=rows, seed=seed, fmt="webdataset")
+        shutil.rmtree(output_dir, ignore_errors=True)  # curated from another world: not this one's output
     cfg = load_config(DEMO_CONFIG if DEMO_CONFIG.exists() else None)
     _forget_other_runs(output_dir, cfg.digest())
     log(f"curating with {DEMO_CONFIG.name if DEMO_CONFIG.exists() else 'built-in defaults'} ...")
@@ -36,6 +37,17 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
     log(f"output: {output_dir}/kept/*.parquet  (rejected/, _manifest.json beside it); open {output_dir}/report.html")
     log(f"done in {time.time() - started:.0f} s")
     return result.manifest
+
+
+def _same_world(truth_path: Path, rows: int, seed: int) -> bool:
+    """Whether the demo's input is the world this version of the generator would write (a world left by
+    an older version, with other defect kinds, is generated again)."""
+    from curation.synth.defects import DEFECT_KINDS
+
+    if not truth_path.exists():
+        return False
+    truth = json.loads(truth_path.read_text())
+    return (truth.get("rows"), truth.get("seed"), truth.get("defect_kinds")) == (rows, seed, list(DEFECT_KINDS))
 
 
 def _forget_other_runs(output_dir: Path, digest: str) -> None:

@@ -57,7 +57,7 @@ def generate(
         for row in shard_rows:  # written: let the bytes go, so large worlds fit in memory
             row.payload = None
 
-    truth = _truth(draft, seed=seed, fmt=fmt, shard_size=shard_size, shard_count=shard_count)
+    truth = _truth(draft, seed=seed, fmt=fmt, shard_size=shard_size, shard_count=shard_count, kinds=[p.kind for p in planters])
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1) + "\n")
     return truth
 
@@ -83,13 +83,14 @@ def _sample(row: Row, draft: Draft, shard_size: int) -> Sample:
     return Sample(key=sample_key(shard, position), caption=row.caption, payload=payload, size=row.image_size)
 
 
-def _truth(draft: Draft, *, seed: int, fmt: str, shard_size: int, shard_count: int) -> dict:
+def _truth(draft: Draft, *, seed: int, fmt: str, shard_size: int, shard_count: int, kinds: list[str]) -> dict:
     def key(index: int) -> str:
         return record_key(index, shard_size)
 
     return {
         "seed": seed,
         "rows": len(draft.rows),
+        "defect_kinds": kinds,  # the planters that made it, in order
         "format": fmt,
         "shard_size": shard_size,
         "shards": [shard_name(s) for s in range(shard_count)],
