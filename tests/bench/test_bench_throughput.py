@@ -52,6 +52,14 @@ def test_bench_decode():
     assert any("plain_pil" in line for line in lines)
 
 
+def test_bench_faces():
+    figures, lines = last_json(["faces", "--photos", "8", "--scenes", "24"])
+    assert figures["bench"] == "faces" and figures["photos_n"] == 8 and figures["scenes_n"] == 24
+    assert figures["photos_with_faces"] >= 1  # the pool's first photo is the astronaut
+    assert figures["scenes_with_faces"] == 0 and figures["scenes_bytes_unchanged"] == 24
+    assert figures["ratio"] == pytest.approx(figures["photos_ms_per_image_cpu"] / figures["decode_ms_per_image_cpu"], rel=1e-3)
+
+
 @pytest.mark.ray
 def test_bench_embed(ray_local):
     figures, _ = last_json(["embed", "--n", "24", "--batch-size", "8", "--threads", "1"])
