@@ -168,6 +168,8 @@ def _init_ray(cfg: Config) -> None:
     ctx.enable_operator_progress_bars = show
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
+    # Bars off is our choice (run.progress, or no terminal): no warning that they are off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
