@@ -2,7 +2,8 @@
 
 Layout (see DESIGN.md):
   <work>/job.json                     config digest and inputs of the run using this work dir
-  <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed)
+  <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed);
+                                      image bytes only where the input shard lacks them (stages/release.py)
   <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
   <out>/kept/part-<shard>.parquet     phase 3 output, rows sorted by key
   <out>/rejected/part-<shard>.parquet
@@ -29,6 +30,7 @@ from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
+from curation.stages.release import SourceChanged, mark_source_bytes, release_source_bytes, restore_source_bytes
 
 SHARD_ROWS = "_shard_rows"  # internal column: rows the reader found in the row's shard
 STAGE_SECONDS = "_seconds:"  # internal columns: each row's share of a stage's wall time
@@ -90,6 +92,7 @@ def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, em
     start = time.perf_counter()
     table = read_shard(shard, paths.storage_options)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
+    table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
     if table.num_rows == 0:
         commit_scored(shard.shard_id, table, paths, embed_dim)
@@ -117,7 +120,8 @@ def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, e
 
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
-    scored = in_key_order(conform(table, record_schema(embed_dim)))
+    """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py)."""
+    scored = in_key_order(conform(release_source_bytes(table), record_schema(embed_dim)))
     paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
 
 
@@ -150,10 +154,13 @@ def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]
 # ---- phase 3: write -------------------------------------------------------------------------------
 
 
-def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths, clip_threshold: float | None = None) -> dict:
+def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold: float | None = None) -> dict:
     """Apply the job-wide clip_score threshold (keep_fraction) and the dedup decisions to one scored
-    shard, and commit its kept/ and rejected/ files."""
+    shard, put back the image bytes it left in the input shard, and commit its kept/ and rejected/ files."""
+    shard_id = shard.shard_id
     table = read_parquet(paths.work, paths.scored_name(shard_id))
+    if cfg.output.keep_images:
+        table = with_source_bytes(table, shard, paths)
     if clip_threshold is not None:
         table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
@@ -169,6 +176,20 @@ def write_final_shard(shard_id: str, cfg: Config, paths: JobPaths, clip_threshol
         if status is Status.REJECTED:
             result["reasons"] = dict(Counter(part.column("reject_reason").to_pylist()))
     return result
+
+
+def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Table:
+    """The scored shard with the image bytes the score phase left in the input shard read back."""
+    if not pc.any(pc.is_null(table.column("image"))).as_py():
+        return table
+    source = read_shard(shard, paths.storage_options).select(["key", "image"])
+    try:
+        return restore_source_bytes(table, source)
+    except SourceChanged as changed:
+        raise UserError(
+            f"input shard {shard.url} changed since it was scored (the bytes of {changed} differ): "
+            f"restore it, or delete {paths.work_url} to score the input again"
+        ) from None
 
 
 # ---- job bookkeeping ------------------------------------------------------------------------------

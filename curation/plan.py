@@ -16,6 +16,7 @@ from curation.stages.embed import EmbedStage
 from curation.stages.faces import FaceStage
 from curation.stages.heads import HeadsFilter
 from curation.stages.language import LanguageFilter
+from curation.stages.release import ReleaseSourceBytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,9 @@ class StagePlan:
 
     @classmethod
     def build(cls, cfg: Config, info: ModelInfo) -> "StagePlan":
+        # Image bytes the input shard holds are let go of after decode unless a later stage reads them
+        # (the face stage blurs them); the write phase reads them again from the input.
+        release = [ReleaseSourceBytes()] if cfg.privacy.faces == "off" else []
         return cls(
             cpu=[
                 # Captions first: a caption that is boilerplate or in an unwanted language costs no
@@ -37,6 +41,7 @@ class StagePlan:
                 DownloadStage(download=cfg.download),  # fills `image` for URL-list shards; others pass through
                 DecodeStage(image_size=info.image_size, max_pixels=cfg.decode.max_pixels),
                 BasicFilter(**cfg.basic.model_dump()),
+                *release,
             ],
             embed=EmbedStage(model=cfg.model, image_size=info.image_size, embed_dim=info.embed_dim, heads=cfg.heads),
             # Heads first: an unsafe or watermarked image is rejected for that, not for its clip_score.

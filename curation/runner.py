@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import __version__
+from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
 from curation.dedup.decisions import resolve_chains
 from curation.dedup.exact import exact_group_decisions
@@ -173,10 +174,12 @@ def _init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
+    tune_this_process()
     try:
         ray.init(
             address=address or "local",  # never attach to a stray local cluster unasked
             num_cpus=None if address else cfg.run.num_cpus,
+            runtime_env={"env_vars": allocator_env()},  # freed memory kept for reuse (allocator.py)
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
@@ -483,10 +486,10 @@ def _partitions(n_shards: int, total_rows: int = 0) -> int:
 
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
     def write(batch: pa.Table) -> pa.Table:
-        results = [write_final_shard(sid, cfg, paths, clip_threshold) for sid in batch.column("shard_id").to_pylist()]
+        results = [write_final_shard(Shard(**row), cfg, paths, clip_threshold) for row in batch.to_pylist()]
         return pa.table({"result": [json.dumps(r) for r in results]})
 
-    items = [{"shard_id": s.shard_id} for s in shards]
+    items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
     results = [json.loads(row["result"]) for row in ds.iter_rows()]

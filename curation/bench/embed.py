@@ -21,6 +21,7 @@ import click
 import numpy as np
 import pyarrow as pa
 
+from curation.allocator import tune_this_process
 from curation.bench.common import captions, json_line, web_jpeg_pool
 
 STAGE_COLUMN = "_seconds:embed"
@@ -47,6 +48,7 @@ def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) ->
 
     from curation.models.clip import load_clip, prepare_images
 
+    tune_this_process()  # as the job's workers run (curation/allocator.py)
     torch.set_num_threads(model_cfg.threads)
     clip = load_clip(model_cfg)
     step = model_cfg.batch_size

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from curation.allocator import tune_this_process
 from curation.bench.common import captions, json_line, web_jpegs, write_parquet_shards
 
 
@@ -30,6 +31,7 @@ def bare_decode_forward(cfg, images) -> dict:
     from curation.stages.decode import DecodedImage, decode_image
 
     size = model_info(cfg.model).image_size
+    tune_this_process()  # the allocator settings the job's workers run with (curation/allocator.py)
     torch.set_num_threads(cfg.model.threads)
     clip = load_clip(cfg.model)
     texts = captions(len(images))

@@ -48,6 +48,7 @@ from PIL import Image
 from curation.schema import RejectReason, Stage
 from curation.stages.base import BatchStage, apply_rejections, kept_mask, set_column
 from curation.stages.decode import FORMATS, _orientation, _to_rgb, _upright
+from curation.stages.release import mark_bytes_rewritten
 
 FaceMode = Literal["blur", "reject", "off"]
 FACE_MODES: tuple[str, ...] = ("blur", "reject", "off")
@@ -135,6 +136,7 @@ class FaceStage(BatchStage):
             for i, out in blurred.items():
                 values[i] = out
             table = set_column(table, "image", pa.array(values, type=images.type))
+            table = mark_bytes_rewritten(table, list(blurred))
         table = set_column(table, "faces", counts, pa.int16())
         return apply_rejections(table, reasons, self.name) if any(reasons) else table
 

@@ -1,0 +1,85 @@
+"""Let go of image bytes the input shard still holds, once nothing downstream needs them.
+
+An image's bytes are the largest thing in a row (a web JPEG is ~100-300 KB; its model-sized pixels and
+every score together are a few KB). When they came from the input shard itself (Parquet, webdataset), the
+score phase need not carry them past decode nor store them in the scored shard: the write phase reads
+them again from the input (`restore_source_bytes`) and checks each against the `sha256` decode recorded,
+so an input changed between the two phases is an error, never a silent mix. Bytes the shard does not
+hold — downloaded from a URL list, or rewritten by a stage (faces blurred) — are kept in the scored shard.
+
+This halves the image-byte traffic of a job: no hand-off of the bytes from the decoding worker to the
+embedding actor and the commit, and one write of them (the final one) instead of two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.stages.base import BatchStage, set_column
+
+IN_SOURCE = "_image_in_source"  # internal column: the row's `image` is the bytes its input shard holds
+
+
+def mark_source_bytes(table: pa.Table) -> pa.Table:
+    """At read time: rows with bytes have them from the shard (URL-list rows get theirs later)."""
+    return set_column(table, IN_SOURCE, pc.is_valid(table.column("image")))
+
+
+def mark_bytes_rewritten(table: pa.Table, rows) -> pa.Table:
+    """A stage replaced the bytes of `rows` (positions): the shard no longer holds them."""
+    if IN_SOURCE not in table.column_names or not len(rows):
+        return table
+    flags = table.column(IN_SOURCE).to_numpy(zero_copy_only=False).copy()
+    flags[np.asarray(rows, dtype=np.int64)] = False
+    return set_column(table, IN_SOURCE, pa.array(flags, pa.bool_()))
+
+
+def release_source_bytes(table: pa.Table) -> pa.Table:
+    """`image` set to null where the input shard holds the same bytes."""
+    if IN_SOURCE not in table.column_names or "image" not in table.column_names:
+        return table
+    in_source = table.column(IN_SOURCE).fill_null(False)
+    if not pc.any(in_source).as_py():
+        return table
+    images = table.column("image")
+    return set_column(table, "image", pc.if_else(in_source, pa.scalar(None, images.type), images))
+
+
+@dataclass(kw_only=True)
+class ReleaseSourceBytes(BatchStage):
+    """The last CPU stage when no later stage reads image bytes (see the module doc)."""
+
+    name: ClassVar[str] = "release"
+
+    def process_batch(self, table: pa.Table) -> pa.Table:
+        return release_source_bytes(table)
+
+
+class SourceChanged(Exception):
+    """The input shard's bytes for a row are not those the score phase hashed."""
+
+
+def restore_source_bytes(table: pa.Table, source: pa.Table) -> pa.Table:
+    """Fill each null `image` of a scored shard from `source` (the input shard read again) by key, and
+    check every filled value against the row's `sha256`; raises SourceChanged on a mismatch."""
+    images = table.column("image")
+    missing = pc.is_null(images)
+    if not pc.any(missing).as_py() or not source.num_rows:
+        return table
+    found = source.column("image").take(pc.index_in(table.column("key"), value_set=source.column("key")))
+    filled = pc.and_(missing, pc.is_valid(found)).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(filled)
+    if not len(rows):
+        return table
+    hashes = table.column("sha256").take(rows).to_pylist()
+    for row, data, expected in zip(rows, found.take(rows).to_pylist(), hashes):
+        if hashlib.sha256(data).hexdigest() != expected:
+            key = table.column("key")[int(row)].as_py()
+            raise SourceChanged(key)
+    return set_column(table, "image", pc.if_else(missing, found.cast(images.type), images))
