@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from curation.errors import UserError
+from curation.allocator import allocator_env
 
+# Before anything loads pyarrow: Arrow's mimalloc reads its settings once, from the environment, and
+# the local Ray this process may start inherits them (curation/allocator.py).
+os.environ.update(allocator_env())
+
+from curation.errors import UserError  # noqa: E402
 
 
 class _Group(click.Group):

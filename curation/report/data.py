@@ -219,12 +219,12 @@ def read_images(out_url: str, files: dict[str, str], rows: pa.Table) -> list[byt
             if "image" not in parquet.schema_arrow.names:
                 continue
             starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
-            groups: dict[int, pa.Array] = {}
-            for i, row in items:
+            current, column = -1, None  # one row group in memory at a time: items go in row order
+            for i, row in sorted(items, key=lambda item: item[1]):
                 group = int(np.searchsorted(starts, row, side="right") - 1)
-                if group not in groups:
-                    groups[group] = parquet.read_row_group(group, columns=["image"]).column("image")
-                result[i] = groups[group][row - int(starts[group])].as_py()
+                if group != current:
+                    current, column = group, parquet.read_row_group(group, columns=["image"]).column("image")
+                result[i] = column[row - int(starts[group])].as_py()
     return result
 
 

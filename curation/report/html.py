@@ -9,6 +9,7 @@ from collections import Counter
 from html import escape
 
 import numpy as np
+import pyarrow as pa
 
 from curation.io.commit import Location
 from curation.report import plots
@@ -54,11 +55,12 @@ def write_report(output_url: str, out_file: str | None = None, *, max_rows: int 
 
 def render(data: ReportData) -> str:
     result = audit(data.sample)
+    tiles = TileGrids(data)
     sections = [
         ("funnel", "Funnel", _funnel(data)),
         ("scores", "Score distributions", _scores(data)),
-        ("near", "Near the thresholds", _near(data)),
-        ("samples", "Samples", _samples(data)),
+        ("near", "Near the thresholds", _near(data, tiles)),
+        ("samples", "Samples", _samples(data, tiles)),
         ("captions", "Captions and privacy", _captions(data)),
         ("audit", "Bias / diversity audit", _audit(result)),
         ("clusters", "Cluster sizes", _clusters(data, result)),
@@ -68,7 +70,7 @@ def render(data: ReportData) -> str:
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<section id="{sid}"><h2>{escape(title)}</h2>{html}</section>' for sid, title, html in sections)
     nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title, _ in sections)
-    return (
+    return tiles.fill(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Curation report: {escape(data.output_url)}</title><style>{CSS}</style></head><body>"
@@ -142,10 +144,39 @@ def _scores(data: ReportData) -> str:
     return f'<p class="muted">Kept (green) and rejected (red) rows of the sample; dashed lines are the thresholds.</p>{table}<div class="plots">{"".join(figures)}</div>'
 
 
-def _tiles(data: ReportData, rows, score_column: str | None = None) -> str:
-    if rows.num_rows == 0:
-        return '<p class="muted">none in the sample</p>'
-    images = read_images(data.output_url, data.files, rows)
+class TileGrids:
+    """The page's image grids, filled in last: the images of every grid are read in one pass over the
+    output files, so a row group that several grids show rows of is read once (a row group of web
+    images is a few hundred MB; a grid shows a dozen of them)."""
+
+    def __init__(self, data: ReportData) -> None:
+        self.data = data
+        self.grids: list[tuple[pa.Table, str | None]] = []
+
+    def grid(self, rows: pa.Table, score_column: str | None = None) -> str:
+        """A placeholder for the grid of `rows`, replaced by `fill`."""
+        if rows.num_rows == 0:
+            return '<p class="muted">none in the sample</p>'
+        self.grids.append((rows, score_column))
+        return self._placeholder(len(self.grids) - 1)
+
+    def fill(self, page: str) -> str:
+        if not self.grids:
+            return page
+        wanted = pa.concat_tables([rows.select(["file", "row"]) for rows, _ in self.grids], promote_options="default")
+        images = read_images(self.data.output_url, self.data.files, wanted)
+        start = 0
+        for i, (rows, score_column) in enumerate(self.grids):
+            page = page.replace(self._placeholder(i), _tiles(rows, images[start : start + rows.num_rows], score_column), 1)
+            start += rows.num_rows
+        return page
+
+    @staticmethod
+    def _placeholder(i: int) -> str:
+        return f"\x00grid {i}\x00"  # NUL never occurs in the page otherwise (all text is escaped or cleaned)
+
+
+def _tiles(rows: pa.Table, images: list[bytes | None], score_column: str | None = None) -> str:
     captions = rows.column("caption").to_pylist()
     keys = rows.column("key").to_pylist()
     scores = rows.column(score_column).to_pylist() if score_column and score_column in rows.column_names else [None] * rows.num_rows
@@ -158,16 +189,16 @@ def _tiles(data: ReportData, rows, score_column: str | None = None) -> str:
     return f'<div class="grid">{"".join(tiles)}</div>'
 
 
-def _samples(data: ReportData) -> str:
+def _samples(data: ReportData, tiles: TileGrids) -> str:
     parts = []
     for name, rows in data.grid_rows.items():
         count = data.manifest["funnel"]["kept"] if name == "kept" else data.manifest["funnel"]["rejected_by_reason"].get(name, 0)
         heading = "kept" if name == "kept" else f"rejected: {name}"
-        parts.append(f'<div class="sample-grid" data-reason="{escape(name)}"><h3>{escape(heading)} <span class="muted">({count:,} rows)</span></h3>{_tiles(data, rows)}</div>')
+        parts.append(f'<div class="sample-grid" data-reason="{escape(name)}"><h3>{escape(heading)} <span class="muted">({count:,} rows)</span></h3>{tiles.grid(rows)}</div>')
     return "".join(parts)
 
 
-def _near(data: ReportData) -> str:
+def _near(data: ReportData, tiles: TileGrids) -> str:
     if not data.thresholds:
         return '<p class="muted">The run applied no score thresholds.</p>'
     parts = []
@@ -175,8 +206,8 @@ def _near(data: ReportData) -> str:
         kept_side, cut_side = near_threshold(data.sample, t)
         parts.append(
             f"<h3>{escape(t.column)} at {t.value:.4g} <span class=muted>({escape(t.label)})</span></h3>"
-            f'<p class="muted">just on the kept side</p>{_tiles(data, kept_side, t.column)}'
-            f'<p class="muted">just on the rejected side</p>{_tiles(data, cut_side, t.column)}'
+            f'<p class="muted">just on the kept side</p>{tiles.grid(kept_side, t.column)}'
+            f'<p class="muted">just on the rejected side</p>{tiles.grid(cut_side, t.column)}'
         )
     return '<p class="muted">Sampled rows closest to each threshold: are these the right calls?</p>' + "".join(parts)
 
