@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -155,3 +156,13 @@ def test_parquet_input_and_clip_threshold_wiring(ray_local, tmp_path):
     assert len(low) >= open_kept.num_rows // 3
     assert all(r["clip_score"] < threshold and r["reject_stage"] == "clip" for r in low)
     assert result.manifest["funnel"]["rejected_by_reason"]["low_clip_score"] == len(low)
+
+
+def test_output_rows_carry_their_source_bytes(first_run):
+    """The score phase lets go of the input's image bytes after decode; the write phase puts them back."""
+    output, _, _ = first_run
+    for part in ("kept", "rejected"):
+        rows = rows_of(output, part).select(["image", "sha256"]).to_pylist()
+        hashed = [r for r in rows if r["sha256"] is not None]
+        assert hashed, part
+        assert all(r["image"] is not None and hashlib.sha256(r["image"]).hexdigest() == r["sha256"] for r in hashed)
