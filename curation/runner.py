@@ -486,13 +486,21 @@ def _partitions(n_shards: int, total_rows: int = 0) -> int:
 
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
     def write(batch: pa.Table) -> pa.Table:
-        results = [write_final_shard(Shard(**row), cfg, paths, clip_threshold) for row in batch.to_pylist()]
+        results = []
+        for row in batch.to_pylist():
+            try:
+                results.append(write_final_shard(Shard(**row), cfg, paths, clip_threshold))
+            except UserError as exc:  # e.g. an input changed since scoring: the driver says it in one line
+                results.append({"user_error": str(exc)})
         return pa.table({"result": [json.dumps(r) for r in results]})
 
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
     results = [json.loads(row["result"]) for row in ds.iter_rows()]
+    failed = sorted(r["user_error"] for r in results if "user_error" in r)
+    if failed:
+        raise UserError(failed[0])
     return sorted(results, key=lambda r: r["shard_id"])
 
 

@@ -166,3 +166,29 @@ def test_output_rows_carry_their_source_bytes(first_run):
         hashed = [r for r in rows if r["sha256"] is not None]
         assert hashed, part
         assert all(r["image"] is not None and hashlib.sha256(r["image"]).hexdigest() == r["sha256"] for r in hashed)
+
+
+def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ray_local, tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import curation.runner as runner
+    from curation.errors import UserError
+    from curation.synth import generate
+
+    generate(str(tmp_path / "in"), rows=40, seed=3, fmt="parquet", shard_size=20)
+    shard = sorted((tmp_path / "in").glob("*.parquet"))[1]
+    write = runner._write
+
+    def change_input_then_write(*args):
+        table = pq.read_table(shard)
+        column = table.schema.get_field_index("jpg")
+        images = table.column(column).to_pylist()
+        images[0] = images[1]  # another picture under the first row's key
+        pq.write_table(table.set_column(column, "jpg", pa.array(images, pa.binary())), shard)
+        return write(*args)
+
+    monkeypatch.setattr(runner, "_write", change_input_then_write)
+    with pytest.raises(UserError, match=rf"input shard .*{shard.name} changed since it was scored.*delete .*_work") as raised:
+        curate(tmp_path / "in", tmp_path / "out")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
