@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -153,10 +154,34 @@ def _survive_node_loss(phase, log):
     for attempt in range(NODE_LOSS_RETRIES + 1):
         try:
             return phase()
-        except lost as exc:
-            if attempt == NODE_LOSS_RETRIES:
+        except Exception as exc:
+            user = user_error_in(exc)
+            if user is not None:  # e.g. weights an actor could not load: one line, and no retry
+                raise user from None
+            if not isinstance(exc, lost) or attempt == NODE_LOSS_RETRIES:
                 raise
             log(f"a Ray node or worker was lost ({type(exc).__name__}); running the phase again")
+
+
+_REMOTE_USER_ERROR = re.compile(r"^curation\.errors\.UserError: (.+)$", re.MULTILINE)
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError behind a failure, also one raised in a Ray worker: Ray hands a task's exception
+    back wrapped (and an actor constructor's only as the text of its traceback)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, UserError):
+            return error
+        linked = (error.__cause__, error.__context__, getattr(error, "cause", None))
+        todo += [e for e in linked if isinstance(e, BaseException)]
+    found = _REMOTE_USER_ERROR.findall(str(exc))
+    return UserError(found[-1]) if found else None
 
 
 def _init_ray(cfg: Config) -> None:

@@ -192,3 +192,13 @@ def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ra
         curate(tmp_path / "in", tmp_path / "out")
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_weights_an_actor_cannot_load_are_a_one_line_user_error(ray_local, tmp_path):
+    from curation.errors import UserError
+    from curation.synth import generate
+
+    generate(str(tmp_path / "in"), rows=20, seed=4, fmt="parquet", shard_size=20)
+    with pytest.raises(UserError, match=r"model\.pretrained file .*missing\.safetensors not found") as raised:
+        curate(tmp_path / "in", tmp_path / "out", f"model.pretrained={tmp_path / 'missing.safetensors'}")
+    assert "\n" not in str(raised.value)
