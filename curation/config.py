@@ -134,7 +134,13 @@ class ModelConfig(_Section):
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per embedding actor; > 0 places it on a GPU.")
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per embedding actor.")
     threads: int = Field(
-        2, ge=1, description="Torch threads per embedding actor on CPU; also its decoding threads with decode.placement=actor."
+        2, ge=1, description="CPU threads per embedding actor, shared by its concurrent calls (torch and, with "
+        "decode.placement=actor, decoding)."
+    )
+    calls_per_actor: int | Literal["auto"] = Field(
+        "auto",
+        description="Shards an embedding actor works on at once, each with threads / calls_per_actor threads: while "
+        "one call decodes, another runs the model. auto: threads on CPU actors with decode.placement=actor, else 1.",
     )
     seed: int = Field(0, description="Seed for random init (pretrained: none).")
 
@@ -144,6 +150,13 @@ class ModelConfig(_Section):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError("use a positive number of actors or auto")
+
+    @field_validator("calls_per_actor", mode="before")
+    @classmethod
+    def _check_calls(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("use a positive number of calls or auto")
 
 
 class ClipFilterConfig(_Section):

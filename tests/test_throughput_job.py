@@ -13,7 +13,7 @@ from curation.io.sources import list_shards
 from curation.job import run_stages
 from curation.models.clip import model_info
 from curation.plan import StagePlan
-from curation.runner import _embed_actors, _place_stages, run_job
+from curation.runner import _embed_actors, _place_stages, calls_per_actor, run_job
 from curation.stages.decode import DecodeStage
 from curation.stages.gpu_decode import GpuDecodeStage
 
@@ -24,37 +24,53 @@ def plan_for(*overrides):
 
 
 def in_actor(plan, threads):
-    """plan.cpu then embed, decode with the actor's threads (it runs before the forward pass there)."""
-    return [replace(s, threads=threads) if type(s) is DecodeStage else s for s in plan.cpu] + [plan.embed]
+    """plan.cpu then embed, decode and the forward pass with a call's threads (decode runs before the
+    forward pass there)."""
+    return [replace(s, threads=threads) if type(s) is DecodeStage else s for s in plan.cpu] + [
+        replace(plan.embed, torch_threads=threads)
+    ]
 
 
-def test_cpu_actors_decode_in_the_actor_by_default():
+def test_cpu_actors_decode_in_the_actor_by_default_one_call_per_thread():
     cfg, plan = plan_for()
     tasks, actor = _place_stages(plan, cfg)
-    assert tasks == [] and actor == in_actor(plan, cfg.model.threads)
-    assert next(s for s in actor if isinstance(s, DecodeStage)).threads == 2
+    assert calls_per_actor(cfg) == 2  # model.threads: each call decodes and embeds its shard on one thread
+    assert tasks == [] and actor == in_actor(plan, 1)
     cfg, plan = plan_for("model.threads=3")
-    assert _place_stages(plan, cfg)[1] == in_actor(plan, 3)
+    assert calls_per_actor(cfg) == 3 and _place_stages(plan, cfg)[1] == in_actor(plan, 1)
+    cfg, plan = plan_for("model.threads=4", "model.calls_per_actor=2")
+    assert _place_stages(plan, cfg)[1] == in_actor(plan, 2)
+    cfg, plan = plan_for("model.calls_per_actor=1")
+    assert _place_stages(plan, cfg)[1] == in_actor(plan, 2)  # one call: all the actor's threads
 
 
 def test_gpu_actors_decode_in_tasks_by_default():
     cfg, plan = plan_for("model.num_gpus=1")
     tasks, actor = _place_stages(plan, cfg)
-    assert tasks == plan.cpu and actor == [plan.embed]
+    assert calls_per_actor(cfg) == 1
+    assert tasks == plan.cpu and actor == [replace(plan.embed, torch_threads=cfg.model.threads)]
     assert next(s for s in tasks if isinstance(s, DecodeStage)).threads == 1  # a task: one CPU
     cfg, plan = plan_for("model.num_gpus=1", "decode.placement=actor")
-    assert _place_stages(plan, cfg)[1] == in_actor(plan, cfg.model.threads)
+    assert calls_per_actor(cfg) == 1 and _place_stages(plan, cfg)[1] == in_actor(plan, cfg.model.threads)
+    cfg, plan = plan_for("decode.placement=tasks")  # CPU actors behind decoding tasks: one call too
+    assert calls_per_actor(cfg) == 1
 
 
 def test_gpu_decode_moves_decode_and_later_stages_to_the_actor():
     cfg, plan = plan_for("decode.device=gpu")
     tasks, actor = _place_stages(plan, cfg)
     at = next(i for i, s in enumerate(plan.cpu) if isinstance(s, DecodeStage))
+    assert calls_per_actor(cfg) == 1
     assert tasks == plan.cpu[:at]
     assert isinstance(actor[0], GpuDecodeStage) and actor[0].device == "cpu"  # no GPU asked: same code on CPU
-    assert actor[1:] == [*plan.cpu[at + 1 :], plan.embed]
+    assert actor[1:] == [*plan.cpu[at + 1 :], replace(plan.embed, torch_threads=cfg.model.threads)]
     cfg, plan = plan_for("decode.device=gpu", "model.num_gpus=1")
     assert _place_stages(plan, cfg)[1][0].device == "auto"
+
+
+def test_calls_per_actor_must_be_positive():
+    with pytest.raises(UserError, match="calls_per_actor"):
+        load_config(None, ["model.calls_per_actor=0"])
 
 
 def test_actor_count():

@@ -82,6 +82,8 @@ def stage_in_pipeline(model_cfg, pixels: list[bytes], texts: list[str], size: in
     from curation.stages.embed import EmbedStage
 
     info = model_info(model_cfg)
+    # The actor only embeds here (pixels come decoded), as it does behind decoding tasks: one call at a time.
+    model_cfg = model_cfg.model_copy(update={"calls_per_actor": 1})
     cfg = Config(model=model_cfg, heads=() if model_cfg.arch != "curation-tiny" else Config().heads)
     stage = EmbedStage(model=model_cfg, image_size=size, embed_dim=info.embed_dim, heads=cfg.heads)
     n = len(pixels)

@@ -10,6 +10,7 @@ settings in the file's metadata; zero-shot heads compare the embedding with prom
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class ImageFeatures:
 
 
 def encode_image_features(model: nn.Module, images: torch.Tensor, *, tokens: bool) -> ImageFeatures:
-    """One pass of the image tower; with `tokens`, the ViT's patch tokens and stem responses come along."""
+    """One pass of the image tower; with `tokens`, the ViT's patch tokens and stem responses come along.
+    For one caller at a time (training): the tower is switched to give its tokens for this pass only."""
     visual = model.visual
     if tokens and hasattr(visual, "output_tokens"):
         previous = visual.output_tokens
@@ -71,10 +73,40 @@ def encode_image_features(model: nn.Module, images: torch.Tensor, *, tokens: boo
         finally:
             visual.output_tokens = previous
             hook.remove()
-        stem = captured["stem"].float() if "stem" in captured else None
-        return ImageFeatures(embedding=nn.functional.normalize(pooled.float(), dim=-1), tokens=patch.float(), stem=stem)
-    pooled = model.encode_image(images)
-    return ImageFeatures(embedding=nn.functional.normalize(pooled.float(), dim=-1), tokens=None)
+        return _features(pooled, patch, captured.get("stem"))
+    return _features(model.encode_image(images))
+
+
+class ImageFeatureEncoder:
+    """encode_image_features for a model this encoder owns, safe to call from several threads at once
+    (an embedding actor works on several shards at once): a tower that must give its tokens is switched
+    once, here, and each thread's stem responses are captured apart."""
+
+    def __init__(self, model: nn.Module, *, tokens: bool):
+        self.model = model
+        self.tokens = tokens and hasattr(model.visual, "output_tokens")
+        self._stem = threading.local()
+        if self.tokens:
+            model.visual.output_tokens = True
+            model.visual.conv1.register_forward_hook(self._capture_stem)
+
+    def _capture_stem(self, _module, _inputs, output: torch.Tensor) -> None:
+        self._stem.value = output
+
+    def __call__(self, images: torch.Tensor) -> ImageFeatures:
+        if not self.tokens:
+            return _features(self.model.encode_image(images))
+        self._stem.value = None
+        pooled, patch = self.model.visual(images)
+        return _features(pooled, patch, self._stem.value)
+
+
+def _features(pooled: torch.Tensor, patch: torch.Tensor | None = None, stem: torch.Tensor | None = None) -> ImageFeatures:
+    return ImageFeatures(
+        embedding=nn.functional.normalize(pooled.float(), dim=-1),
+        tokens=patch.float() if patch is not None else None,
+        stem=stem.float() if stem is not None else None,
+    )
 
 
 class MlpHead(nn.Module):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,16 +74,44 @@ def phash_from_low_frequencies(low: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
+class _QuietWarnings:
+    """Warnings silenced while any thread is inside (hostile files warn about EXIF, palettes, bombs: the
+    reject reasons say it). `warnings.catch_warnings` swaps the process-wide filter list on entry and puts
+    back what it saw on exit, so threads entering and leaving it at once (an actor decoding two shards)
+    would scramble it: here the first thread in silences them, and the last one out restores them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved: warnings.catch_warnings | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._inside:
+                self._saved = warnings.catch_warnings()
+                self._saved.__enter__()
+                warnings.simplefilter("ignore")
+            self._inside += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._inside -= 1
+            if not self._inside:
+                self._saved.__exit__(None, None, None)
+                self._saved = None
+
+
+quiet_warnings = _QuietWarnings()
+
+
 def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
     """Decode untrusted bytes into model-ready pixels, or the reason they cannot be used."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # hostile files warn about EXIF, palettes, bombs: reasons say it
+    with quiet_warnings:
         return _decode_quietly(data, size=size, max_pixels=max_pixels)
 
 
 def _decode_quietly(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
-    """decode_image, for callers that have already silenced warnings (catch_warnings swaps a
-    process-wide filter list: threads entering and leaving it at once would scramble it)."""
+    """decode_image, for callers already inside `quiet_warnings`."""
     if data is None:
         return RejectReason.MISSING_IMAGE
     if not data:
@@ -176,8 +205,7 @@ class DecodeStage(BatchStage):
         def decode(data: bytes | None, keep: bool) -> DecodedImage | RejectReason | None:
             return _decode_quietly(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # once, here: the decoding threads share the filter
+        with quiet_warnings:  # once, here, for the decoding threads
             if self.threads <= 1 or sum(kept) < 2:
                 return [decode(data, keep) for data, keep in zip(images, kept)]
             with ThreadPoolExecutor(self.threads) as pool:

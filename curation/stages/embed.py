@@ -22,6 +22,7 @@ from curation.stages.base import BatchStage, kept_mask, set_column
 
 if TYPE_CHECKING:
     from curation.models.clip import LoadedClip
+    from curation.models.heads import ImageFeatureEncoder
 
 # torch and open_clip are imported by the workers that embed (in setup), not by the driver that builds
 # the plan: importing them takes seconds.
@@ -34,8 +35,10 @@ class EmbedStage(BatchStage):
     image_size: int
     embed_dim: int
     heads: tuple[HeadConfig, ...] = ()
+    torch_threads: int | None = None  # None: model.threads (the runner gives each concurrent call its share)
     _clip: LoadedClip | None = field(default=None, init=False, repr=False)
     _heads: dict = field(default_factory=dict, init=False, repr=False)  # score column -> module
+    _encoder: ImageFeatureEncoder | None = field(default=None, init=False, repr=False)
 
     def setup(self) -> None:
         if self._clip is not None:
@@ -43,12 +46,15 @@ class EmbedStage(BatchStage):
         import torch
 
         from curation.models.clip import load_clip
-        from curation.models.heads import load_pipeline_heads
+        from curation.models.heads import ImageFeatureEncoder, load_pipeline_heads
 
         logging.getLogger().setLevel(logging.ERROR)  # open_clip warns at INFO/WARNING on random init
-        torch.set_num_threads(self.model.threads)
-        self._clip = load_clip(self.model)
-        self._heads = load_pipeline_heads(self.heads, self.model, self._clip)
+        torch.set_num_threads(self.torch_threads or self.model.threads)
+        clip = load_clip(self.model)
+        self._heads = load_pipeline_heads(self.heads, self.model, clip)
+        tokens = any({"tokens", "stem"} & set(head.features) for head in self._heads.values())
+        self._encoder = ImageFeatureEncoder(clip.model, tokens=tokens)
+        self._clip = clip  # last: a stage with _clip set is ready
 
     def process_batch(self, table: pa.Table) -> pa.Table:
         self.setup()
@@ -85,11 +91,9 @@ class EmbedStage(BatchStage):
 
     def _embed(self, torch, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         from curation.models.clip import prepare_images
-        from curation.models.heads import encode_image_features
 
         clip = self._clip
         size, step = self.image_size, self.model.batch_size
-        tokens_needed = any({"tokens", "stem"} & set(head.features) for head in self._heads.values())
         images, texts = [], []
         heads: dict[str, list[np.ndarray]] = {column: [] for column in self._heads}
         for start in range(0, len(pixels), step):
@@ -100,7 +104,7 @@ class EmbedStage(BatchStage):
             batch = prepare_images(batch.to(clip.device, non_blocking=True), clip.mean, clip.std)
             tokens = clip.tokenizer(captions[start : start + step]).to(clip.device, non_blocking=True)
             with torch.autocast(clip.device.type, dtype=clip.amp_dtype, enabled=clip.amp_dtype is not None):
-                features = encode_image_features(clip.model, batch, tokens=tokens_needed)
+                features = self._encoder(batch)
                 text_features = clip.model.encode_text(tokens)
             images.append(features.embedding.cpu().numpy())
             texts.append(torch.nn.functional.normalize(text_features.float(), dim=-1).cpu().numpy())

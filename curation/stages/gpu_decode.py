@@ -21,7 +21,6 @@ scale before its resize), well within what the embedding notices; pHashes differ
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -37,6 +36,7 @@ from curation.stages.decode import (
     dct_matrix,
     decode_image,
     phash_from_low_frequencies,
+    quiet_warnings,
 )
 
 JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
@@ -95,8 +95,7 @@ class GpuDecodeStage(DecodeStage):
         if not data or not data.startswith(JPEG_START) or not data.endswith(JPEG_END):
             return None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet_warnings:
                 image = Image.open(io.BytesIO(data), formats=("JPEG",))
                 width, height = image.size
                 if image.format != "JPEG" or image.mode not in DEVICE_MODES or _orientation(image) != 1:
@@ -132,8 +131,7 @@ class GpuDecodeStage(DecodeStage):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings:
             try:
                 return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=self._device))
             except Exception:  # noqa: BLE001 - one bad image fails the batch: retry one by one

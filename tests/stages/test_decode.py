@@ -120,3 +120,37 @@ def test_threaded_decode_gives_the_same_table_in_row_order():
     reasons = three.column("reject_reason").to_pylist()
     assert (reasons[3], reasons[5], reasons[7]) == ("not_an_image", "missing_caption", "truncated_image")
     assert three.column("pixels").null_count == 3 and three.column("width").to_pylist()[9] == 50  # the PNG
+
+
+def test_warnings_are_silenced_while_any_thread_decodes_and_restored_after():
+    """Two threads decoding at once (an actor working on two shards) enter and leave the silenced
+    section out of order; the filters the process had come back when the last one leaves."""
+    import threading
+    import warnings
+
+    from curation.stages.decode import quiet_warnings
+
+    before = list(warnings.filters)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with quiet_warnings:
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with quiet_warnings:
+            second_in.set()
+            first_out.wait(5)
+            seen.append(warnings.filters[0])  # the first thread has left: still silenced
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [("ignore", None, Warning, None, 0)]
+    assert warnings.filters == before

@@ -90,3 +90,43 @@ def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda():
     assert autocast_dtype(auto, torch.device("cpu")) is None
     assert autocast_dtype(auto, torch.device("cuda")) == torch.bfloat16
     assert autocast_dtype(ModelConfig(precision="fp32"), torch.device("cuda")) is None
+
+
+def test_calls_from_several_threads_at_once_give_what_one_call_gives():
+    """An embedding actor works on several shards at once: the heads read patch tokens and stem
+    responses of each call's own forward pass, never another thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation.config import Config
+
+    cfg = ModelConfig(batch_size=4, threads=1)
+    info = model_info(cfg)
+    stage = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim, heads=Config().heads)
+    stage.setup()
+    assert stage._encoder.tokens  # the shipped heads read tokens and stem: the path at risk
+    batches = [batch(9, seed=seed) for seed in range(6)]
+    columns = ["img_emb", "clip_score", "unsafe", "watermark", "aesthetic"]
+    alone = [stage.process_batch(b).select(columns) for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(stage.process_batch, batches * 2))
+    for expected, got in zip(alone * 2, together):
+        assert got.select(columns).equals(expected)
+
+
+def test_feature_encoder_gives_what_encode_image_features_gives():
+    import torch
+
+    from curation.models.clip import load_clip
+    from curation.models.heads import ImageFeatureEncoder, encode_image_features
+
+    cfg = ModelConfig(threads=1)
+    images = torch.rand(5, 3, 64, 64)
+    reference = load_clip(cfg).model
+    with torch.inference_mode():
+        expected = encode_image_features(reference, images, tokens=True)
+        assert reference.visual.output_tokens is False  # switched for that pass only
+        got = ImageFeatureEncoder(load_clip(cfg).model, tokens=True)(images)
+        plain = ImageFeatureEncoder(load_clip(cfg).model, tokens=False)(images)
+    for name in ("embedding", "tokens", "stem"):
+        assert torch.allclose(getattr(got, name), getattr(expected, name), atol=1e-5), name
+    assert torch.allclose(plain.embedding, expected.embedding, atol=1e-5) and plain.tokens is None
