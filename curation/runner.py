@@ -59,16 +59,21 @@ class JobResult:
 
 
 class _StageActor:
-    """Holds the actor's stages (the embedding stage, after any CPU stages placed in the actor): their
-    models load once, in the constructor."""
+    """Holds the actor's stages (the embedding stage, after any CPU stages placed in the actor) and,
+    with `post`, the post-embedding stages and the commit of each shard (a call then returns its
+    shard's summary row, see _score). Their models load once, in the constructor."""
 
-    def __init__(self, stages):
-        self.stages = stages
-        for stage in self.stages:
+    def __init__(self, stages, post=None, paths: JobPaths | None = None, embed_dim: int = 0):
+        self.stages, self.post = stages, post
+        self.paths, self.embed_dim = paths, embed_dim
+        for stage in [*stages, *(post or [])]:
             stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return run_stages(self.stages, batch) if batch.num_rows else batch
+        if not batch.num_rows:  # an empty shard, committed where it was read
+            return batch if self.post is None else _SUMMARY.empty_table()
+        table = run_stages(self.stages, batch)
+        return table if self.post is None else finish_scoring(table, self.post, self.paths, self.embed_dim)
 
 
 def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
@@ -242,8 +247,11 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     else:
         resources = {"num_cpus": cfg.model.num_cpus if not cfg.model.num_gpus else 1}
     ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
-    ds = _actor_pool(ds, actor_stages, cfg)
-    ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
+    if _commit_in_actor(cfg):
+        ds = _actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, embed_dim=embed_dim)
+    else:
+        ds = _actor_pool(ds, actor_stages, cfg)
+        ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     done = 0
     for row in ds.iter_rows():
         done += 1
@@ -253,14 +261,22 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     return {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()}
 
 
-def _actor_pool(ds, stages: list, cfg: Config):
+def _commit_in_actor(cfg: Config) -> bool:
+    """A CPU actor that decodes what it embeds also runs the post-embedding stages and commits: on a few
+    cores that saves starting commit workers and handing every scored shard to them. A GPU actor leaves
+    both to CPU tasks, to go on to its next batch at once."""
+    return cfg.model.num_gpus <= 0 and cfg.decode.device == "cpu" and _decode_placement(cfg) == "actor"
+
+
+def _actor_pool(ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, embed_dim: int = 0):
     """The embedding actor pool: one whole block (an input shard) per call, `calls_per_actor` calls at
     once on each actor (in threads: the model and its weights are loaded once, and torch and Pillow let
-    go of the GIL while they compute)."""
+    go of the GIL while they compute). With `post`, each call also runs the post-embedding stages and
+    commits its shard (see _commit_in_actor)."""
     calls = calls_per_actor(cfg)
     return ds.map_batches(
         _StageActor,
-        fn_constructor_kwargs={"stages": stages},
+        fn_constructor_kwargs={"stages": stages, "post": post, "paths": paths, "embed_dim": embed_dim},
         batch_size=None,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(

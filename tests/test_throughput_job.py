@@ -3,17 +3,19 @@
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pytest
 
 from curation.config import load_config
 from curation.errors import UserError
+from curation.io.commit import read_parquet
 from curation.io.readers import read_shard
 from curation.io.sources import list_shards
-from curation.job import run_stages
+from curation.job import JobPaths, read_and_prepare, run_stages
 from curation.models.clip import model_info
 from curation.plan import StagePlan
-from curation.runner import _embed_actors, _place_stages, calls_per_actor, run_job
+from curation.runner import _commit_in_actor, _embed_actors, _place_stages, _StageActor, calls_per_actor, run_job
 from curation.stages.decode import DecodeStage
 from curation.stages.gpu_decode import GpuDecodeStage
 
@@ -120,3 +122,29 @@ def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, 
     assert {"read", "decode", "basic", "embed", "heads", "clip", "commit"} <= set(stages)
     assert stages["decode"] > 0 and stages["embed"] > 0
     assert sum(stages.values()) <= result.manifest["timings"]["score_s"] * 2 + 1  # at most 2 workers busy at once
+
+
+def test_cpu_actors_commit_what_they_score_gpu_actors_leave_it_to_tasks():
+    assert _commit_in_actor(load_config(None, []))
+    for overrides in (["model.num_gpus=1"], ["decode.placement=tasks"], ["decode.device=gpu"]):
+        assert not _commit_in_actor(load_config(None, overrides)), overrides
+
+
+def test_actor_with_post_stages_commits_its_shard_and_returns_the_summary(small_world, tmp_path):
+    root, _truth = small_world
+    cfg, plan = plan_for("model.threads=1")
+    embed_dim = model_info(cfg.model).embed_dim
+    paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "work"))
+    _tasks, stages = _place_stages(plan, cfg)
+    actor = _StageActor(stages, post=plan.post, paths=paths, embed_dim=embed_dim)
+    shard = list_shards(str(root), "auto")[0]
+    prepared = read_and_prepare(shard, [], paths, embed_dim)
+
+    summary = actor(prepared)
+    assert summary.column("shard_id").to_pylist() == [shard.shard_id]
+    assert summary.column("rows").to_pylist() == [prepared.num_rows]
+    scored = read_parquet(paths.work, paths.scored_name(shard.shard_id))
+    assert scored.num_rows == prepared.num_rows
+    kept = scored.filter(pc.equal(scored.column("status"), "kept"))
+    assert kept.num_rows and kept.column("img_emb").null_count == 0
+    assert actor(prepared.slice(0, 0)).num_rows == 0  # an empty shard was committed where it was read
