@@ -144,19 +144,12 @@ class ModelConfig(_Section):
     )
     seed: int = Field(0, description="Seed for random init (pretrained: none).")
 
-    @field_validator("actors", mode="before")
+    @field_validator("actors", "calls_per_actor", mode="before")
     @classmethod
-    def _check_actors(cls, value):
+    def _positive_or_auto(cls, value):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise ValueError("use a positive number of actors or auto")
-
-    @field_validator("calls_per_actor", mode="before")
-    @classmethod
-    def _check_calls(cls, value):
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return value
-        raise ValueError("use a positive number of calls or auto")
+        raise ValueError("use a positive whole number or auto")
 
 
 class ClipFilterConfig(_Section):
