@@ -105,6 +105,7 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     pending = _pending(shards, paths)
     if len(pending) < len(shards):
         log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
+    _warm_task_workers()
     stage_seconds = _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log)
     timings["score_s"] = round(time.time() - t, 3)
     timings["stages"] = stage_seconds
@@ -144,6 +145,31 @@ def _write_report(output_url: str, log) -> None:
         log(f"report: {write_report(output_url)}")
     except Exception as exc:  # noqa: BLE001 - the output is complete without it
         log(f"report: not written ({type(exc).__name__}: {exc}); run `curate report {output_url}` to retry")
+
+
+WARM_WORKERS = 8  # at most: task workers made ready while the score phase starts
+
+
+@ray.remote(num_cpus=0)
+def _ready_task_worker() -> None:
+    """Import what the dedup and write tasks run (this module, pyarrow, Ray Data and the job come with
+    the function itself)."""
+    try:
+        import curation.dedup.cluster  # noqa: F401 - faiss and the dedup stages
+        import curation.dedup.exact  # noqa: F401
+        import curation.dedup.prepare  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a head start: the phase's own tasks import again and report
+        pass
+
+
+def _warm_task_workers() -> None:
+    """Make task workers ready for the dedup and write phases while the score phase starts its actors.
+    A CPU actor embeds and commits by itself, so no task runs before dedup, whose first tasks would
+    otherwise each start a worker process and import the package, Ray Data, pyarrow and faiss (seconds
+    on a small cluster, where the actor start-up leaves cores idle meanwhile). Ray reuses idle workers."""
+    workers = min(WARM_WORKERS, max(1, int(ray.cluster_resources().get("CPU", 1))))
+    for _ in range(workers):
+        _ready_task_worker.options(scheduling_strategy="SPREAD").remote()
 
 
 def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
