@@ -25,7 +25,7 @@ from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.errors import UserError
 from curation.io.commit import Location, parquet_buffer, read_parquet
-from curation.io.readers import read_shard
+from curation.io.readers import read_image_column, read_shard
 from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
@@ -182,12 +182,11 @@ def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Tabl
     """The scored shard with the image bytes the score phase left in the input shard read back."""
     if not pc.any(pc.is_null(table.column("image"))).as_py():
         return table
-    source = read_shard(shard, paths.storage_options).select(["key", "image"])
     try:
-        return restore_source_bytes(table, source)
+        return restore_source_bytes(table, read_image_column(shard, paths.storage_options))
     except SourceChanged as changed:
         raise UserError(
-            f"input shard {shard.url} changed since it was scored (the bytes of {changed} differ): "
+            f"input shard {shard.url} changed since it was scored (it no longer holds the image of {changed}): "
             f"restore it, or delete {paths.work_url} to score the input again"
         ) from None
 

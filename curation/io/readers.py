@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -97,6 +98,23 @@ def read_shard(shard: Shard, storage_options: dict | None = None) -> pa.Table:
     else:
         samples = _read_url_table(shard, storage_options)
     return _to_table(shard, samples)
+
+
+def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.ChunkedArray:
+    """The image bytes a shard holds, one value per row, for the write phase (which matches them by
+    hash): of a Parquet shard only its image column is read, with no row-by-row work; other shards,
+    and Parquet files that fail so (a corrupt row group), are read whole."""
+    storage_options = storage_options or {}
+    if shard.format != "webdataset" and shard.url.endswith(".parquet"):
+        try:
+            parquet = pq.ParquetFile(pa.BufferReader(_read_bytes(shard, storage_options)))
+            values = parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0)
+            if pa.types.is_struct(values.type):  # a Hugging Face image struct {"bytes": ..., "path": ...}
+                values = pc.struct_field(values, "bytes")
+            return values.cast(pa.binary())
+        except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
+            pass
+    return read_shard(shard, storage_options).column("image")
 
 
 def damage_row(name: str, reason: RejectReason) -> RawSample:

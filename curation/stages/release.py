@@ -3,8 +3,8 @@
 An image's bytes are the largest thing in a row (a web JPEG is ~100-300 KB; its model-sized pixels and
 every score together are a few KB). When they came from the input shard itself (Parquet, webdataset), the
 score phase need not carry them past decode nor store them in the scored shard: the write phase reads
-them again from the input (`restore_source_bytes`) and checks each against the `sha256` decode recorded,
-so an input changed between the two phases is an error, never a silent mix. Bytes the shard does not
+them again from the input (`restore_source_bytes`) by the `sha256` decode recorded, so an input changed
+between the two phases is an error, never a silent mix. Bytes the shard does not
 hold — downloaded from a URL list, or rewritten by a stage (faces blurred) — are kept in the scored shard.
 
 This halves the image-byte traffic of a job: no hand-off of the bytes from the decoding worker to the
@@ -65,21 +65,22 @@ class SourceChanged(Exception):
     """The input shard's bytes for a row are not those the score phase hashed."""
 
 
-def restore_source_bytes(table: pa.Table, source: pa.Table) -> pa.Table:
-    """Fill each null `image` of a scored shard from `source` (the input shard read again) by key, and
-    check every filled value against the row's `sha256`; raises SourceChanged on a mismatch."""
+def restore_source_bytes(table: pa.Table, source_images: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Fill each null `image` of a scored shard that has a `sha256` with the bytes of that hash among
+    `source_images` (the input shard's images, read again); raises SourceChanged naming the first row
+    whose bytes the input no longer holds. Matching by hash needs no keys from the input (so only its
+    image column is read) and puts back exactly the bytes that were scored."""
     images = table.column("image")
-    missing = pc.is_null(images)
-    if not pc.any(missing).as_py() or not source.num_rows:
-        return table
-    found = source.column("image").take(pc.index_in(table.column("key"), value_set=source.column("key")))
-    filled = pc.and_(missing, pc.is_valid(found)).to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(filled)
+    wanted = pc.and_(pc.is_null(images), pc.is_valid(table.column("sha256"))).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(wanted)
     if not len(rows):
         return table
-    hashes = table.column("sha256").take(rows).to_pylist()
-    for row, data, expected in zip(rows, found.take(rows).to_pylist(), hashes):
-        if hashlib.sha256(data).hexdigest() != expected:
-            key = table.column("key")[int(row)].as_py()
-            raise SourceChanged(key)
-    return set_column(table, "image", pc.if_else(missing, found.cast(images.type), images))
+    source_images = source_images.combine_chunks() if isinstance(source_images, pa.ChunkedArray) else source_images
+    index = {hashlib.sha256(data).hexdigest(): i for i, data in enumerate(source_images.to_pylist()) if data is not None}
+    positions = np.full(table.num_rows, -1, np.int64)
+    for row, expected in zip(rows, table.column("sha256").take(rows).to_pylist()):
+        if expected not in index:
+            raise SourceChanged(table.column("key")[int(row)].as_py())
+        positions[row] = index[expected]
+    found = source_images.take(pa.array(positions, mask=positions < 0))
+    return set_column(table, "image", pc.if_else(pa.array(wanted), found.cast(images.type), images))

@@ -15,6 +15,7 @@ from PIL import Image
 from curation.config import load_config
 from curation.dedup.decisions import DECISION_SCHEMA
 from curation.errors import UserError
+from curation.io.readers import read_image_column
 from curation.io.sources import list_shards
 from curation.job import JobPaths, decisions_table, write_final_shard
 from curation.schema import conform, record_schema
@@ -60,17 +61,42 @@ def test_a_table_without_the_mark_keeps_its_bytes():
     assert release_source_bytes(table).equals(table)
 
 
-def test_restore_fills_by_key_and_checks_each_hash():
+def test_restore_fills_by_hash_from_the_input_images_in_any_order():
     images = [jpeg(i) for i in range(4)] + [None]
     scored = rows(images)
     scored = scored.set_column(1, "image", pa.array([None, images[1], None, None, None], pa.binary()))
-    source = rows(images).take([4, 3, 2, 1, 0])  # another order: matched by key, not position
-    restored = restore_source_bytes(scored, source.select(["key", "image"]))
-    assert restored.column("image").to_pylist() == images
+    source = pa.array([None, images[3], images[2], images[1], images[0], images[2]], pa.binary())  # reordered
+    restored = restore_source_bytes(scored, source)
+    assert restored.column("image").to_pylist() == images  # row 4 had no bytes: still none
 
-    changed = source.set_column(1, "image", pa.array([None, jpeg(9), images[2], images[1], images[0]], pa.binary()))
+    changed = pa.array([images[0], jpeg(9), images[2], images[1]], pa.binary())  # row 3's bytes are gone
     with pytest.raises(SourceChanged, match="s/3"):
-        restore_source_bytes(scored, changed.select(["key", "image"]))
+        restore_source_bytes(scored, changed)
+
+
+def test_the_image_column_is_read_alone_from_parquet_and_whole_from_other_shards(tmp_path):
+    images = [jpeg(i) for i in range(3)]
+    plain, hf, tar = tmp_path / "plain", tmp_path / "hf", tmp_path / "tar"
+    for folder in (plain, hf, tar):
+        folder.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b", "c"], "caption": ["x y z"] * 3, "jpg": images}), plain / "00000.parquet")
+    structs = pa.array([{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)])
+    pq.write_table(pa.table({"caption": ["x y z"] * 3, "image": structs}), hf / "00000.parquet")
+    import tarfile
+
+    with tarfile.open(tar / "00000.tar", "w") as archive:
+        for i, data in enumerate(images):
+            for ext, payload in (("jpg", data), ("txt", b"a red square")):
+                info = tarfile.TarInfo(f"{i:04d}.{ext}")
+                info.size = len(payload)
+                archive.addfile(info, io.BytesIO(payload))
+    for folder in (plain, hf, tar):
+        shard = list_shards(str(folder), "auto")[0]
+        assert read_image_column(shard).to_pylist() == images, folder.name
+    damaged = plain / "00000.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:-20] + b"not a parquet footer")
+    shard = list_shards(str(plain), "auto")[0]
+    assert read_image_column(shard).to_pylist() == [None]  # the full reader's damage row: nothing to restore
 
 
 def scored_job(tmp_path, images: list[bytes]):
