@@ -148,3 +148,13 @@ def test_actor_with_post_stages_commits_its_shard_and_returns_the_summary(small_
     kept = scored.filter(pc.equal(scored.column("status"), "kept"))
     assert kept.num_rows and kept.column("img_emb").null_count == 0
     assert actor(prepared.slice(0, 0)).num_rows == 0  # an empty shard was committed where it was read
+
+
+@pytest.mark.ray
+def test_phases_after_scoring_give_each_task_several_shards(ray_local):
+    from curation.runner import SHARDS_PER_TASK, _task_blocks
+
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    assert cpus == 2
+    assert [_task_blocks(n) for n in (1, 3, 4, 20)] == [1, 3, 4, 4]  # two tasks per CPU, at most one per shard
+    assert _task_blocks(1000) == -(-1000 // SHARDS_PER_TASK)  # no task holds more than SHARDS_PER_TASK shards
