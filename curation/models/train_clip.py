@@ -45,7 +45,7 @@ from curation.models.clip import (
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
 from curation.synth import effects
 from curation.synth.defects import planter_rng
-from curation.synth.world import Scene, encode_jpeg, sample_scene, sample_size
+from curation.synth.world import Scene, encode_jpeg, sample_scene, sample_size, sibling_scene
 
 KINDS = ("clean", "unsafe", "watermark", "low_aesthetic")
 TRAIN_MIX = (0.7, 0.1, 0.1, 0.1)  # of KINDS, in the CLIP's training set
@@ -72,6 +72,11 @@ class TrainSettings:
     bf16: bool = True
     heads: bool = True
     heads_only: bool = False  # keep the CLIP already in the output folder; retrain its heads
+    # Recipe options for an embedding that semantic dedup can use (off: the shipped model's recipe):
+    siblings: bool = False  # training scenes in pairs one attribute apart (same layout), in the same batch
+    augment: bool = False  # besides mirroring, images flipped upside down and reframed at random, every step
+    instance_weight: float = 0.0  # image-to-image term: two augmented views of each image against the batch
+    instance_temperature: float = 0.05
 
 
 @dataclass
@@ -87,14 +92,18 @@ class ImageSet:
 
 
 def _render_chunk(args: tuple) -> tuple[bytes, list, list, list, list]:
-    seed, stream, chunk, count, mix, size = args
+    seed, stream, chunk, count, mix, size, siblings = args
     from curation.stages.decode import decode_image
 
     rng = planter_rng(seed, f"{stream}/{chunk}")
     pixels, scenes, kinds, variants, captions = [], [], [], [], []
-    for _ in range(count):
-        scene = sample_scene(rng)
-        width, height = sample_size(rng)
+    scene = width = height = None
+    for i in range(count):
+        if siblings and i % 2:
+            scene = sibling_scene(scene, rng)  # at the same size: only the changed attribute tells them apart
+        else:
+            scene = sample_scene(rng)
+            width, height = sample_size(rng)
         kind = KINDS[int(rng.choice(len(KINDS), p=mix))]
         image = scene.render(width, height)
         variant = None
@@ -115,9 +124,12 @@ def _render_chunk(args: tuple) -> tuple[bytes, list, list, list, list]:
     return b"".join(pixels), scenes, kinds, variants, captions
 
 
-def render_set(count: int, *, seed: int, stream: str, mix: tuple[float, ...], size: int, workers: int) -> ImageSet:
-    """`count` images of the world with defect kinds drawn from `mix`, decoded as the pipeline does."""
-    jobs = [(seed, stream, c, min(CHUNK, count - c * CHUNK), mix, size) for c in range(-(-count // CHUNK))]
+def render_set(
+    count: int, *, seed: int, stream: str, mix: tuple[float, ...], size: int, workers: int, siblings: bool = False
+) -> ImageSet:
+    """`count` images of the world with defect kinds drawn from `mix`, decoded as the pipeline does. With
+    `siblings`, images 2i and 2i+1 are one scene and its sibling (`sibling_scene`); CHUNK is even."""
+    jobs = [(seed, stream, c, min(CHUNK, count - c * CHUNK), mix, size, siblings) for c in range(-(-count // CHUNK))]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_render_chunk, jobs))
@@ -154,13 +166,34 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
     return prepare_images(torch.from_numpy(np.array(pixels, copy=True)), mean, std)
 
 
+REFRAME = 0.12  # at most this much of each side is cut by a reframing augmentation
+
+
+def augment_batch(images: torch.Tensor, rng: np.random.Generator, *, full: bool) -> torch.Tensor:
+    """Half of the images mirrored; with `full`, also a quarter flipped upside down and half reframed
+    (up to REFRAME of each side cut, resized back): the embedding of a re-upload that dodges a perceptual
+    hash (mirrored, flipped, re-cropped) should stay that of its original."""
+    batch, size = images.shape[0], images.shape[-1]
+    mirror = torch.from_numpy(rng.random(batch) < 0.5)
+    images[mirror] = images[mirror].flip(-1)
+    if not full:
+        return images
+    flip = torch.from_numpy(rng.random(batch) < 0.25)
+    images[flip] = images[flip].flip(-2)
+    for i in np.flatnonzero(rng.random(batch) < 0.5):
+        left, top, right, bottom = np.round(rng.uniform(0, REFRAME, size=4) * size).astype(int)
+        crop = images[i : i + 1, :, top : size - bottom, left : size - right]
+        images[i] = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return images
+
+
 def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
     """The shipped model's training: fresh templated captions of each scene every step."""
 
     def captions(idx: np.ndarray, rng: np.random.Generator) -> list[str]:
         return [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
 
-    return train_contrastive(data.pixels, captions, settings, log)
+    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.siblings)
 
 
 def train_on_pairs(pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
@@ -175,10 +208,13 @@ def train_contrastive(
     captions_for: Callable[[np.ndarray, np.random.Generator], list[str]],
     settings: TrainSettings,
     log: Callable[[str], None],
+    *,
+    pairs: bool = False,
 ) -> tuple[nn.Module, dict]:
     """The training loop: `settings.steps` steps of `settings.batch_size` images drawn without replacement
-    (random flips), captions from `captions_for(indices, rng)`; symmetric contrastive loss, AdamW, warmup +
-    cosine. The same settings and data give the same model."""
+    (with `pairs`, images 2i and 2i+1 always together), augmented (`augment_batch`), captions from
+    `captions_for(indices, rng)`; symmetric contrastive loss, AdamW, warmup + cosine. The same settings
+    and data give the same model."""
     import open_clip
 
     torch.manual_seed(settings.seed)
@@ -195,7 +231,7 @@ def train_contrastive(
     )
     rng = np.random.default_rng([settings.seed, 17])
     n = len(pixels)
-    batch = min(settings.batch_size, n)
+    batch = min(settings.batch_size, n) // 2 * 2 if pairs else min(settings.batch_size, n)
     labels = torch.arange(batch)
     started = time.time()
     losses = []
@@ -206,16 +242,24 @@ def train_contrastive(
             lr = settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = rng.choice(n, batch, replace=False)
-        images = _tensor(pixels[idx])
-        flip = torch.from_numpy(rng.random(batch) < 0.5)
-        images[flip] = images[flip].flip(-1)
+        if pairs:
+            idx = (2 * rng.choice(n // 2, batch // 2, replace=False)[:, None] + np.arange(2)).reshape(-1)
+        else:
+            idx = rng.choice(n, batch, replace=False)
+        images = augment_batch(_tensor(pixels[idx]), rng, full=settings.augment)
         tokens = tokenizer(captions_for(idx, rng))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
             image_features, text_features, scale = model(images, tokens)
             logits = scale * image_features @ text_features.T
+            if settings.instance_weight:
+                other_view = augment_batch(_tensor(pixels[idx]), rng, full=settings.augment)
+                view_features = nn.functional.normalize(model.encode_image(other_view), dim=-1)
+                views = (image_features @ view_features.T).float() / settings.instance_temperature
         logits = logits.float()
         loss = (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels)) / 2
+        if settings.instance_weight:
+            instance = (nn.functional.cross_entropy(views, labels) + nn.functional.cross_entropy(views.T, labels)) / 2
+            loss = loss + settings.instance_weight * instance
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -350,7 +394,8 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
         clip_s = previous["metrics"]["total_s"] - previous["metrics"].get("heads_s", 0.0)
     else:
         log(f"rendering {settings.images} training images ({size} px) ...")
-        train = render_set(settings.images, seed=settings.seed, stream="clip-train", mix=TRAIN_MIX, size=size, workers=settings.workers)
+        train = render_set(settings.images, seed=settings.seed, stream="clip-train", mix=TRAIN_MIX, size=size,
+                           workers=settings.workers, siblings=settings.siblings)
         render_s = time.time() - started
         model, train_metrics = train_model(train, settings, log)
         del train
@@ -387,7 +432,13 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
     )
     default = TrainSettings()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size") and v != getattr(default, k)]
+             if k in ("seed", "images", "steps", "batch_size", "instance_weight") and v != getattr(default, k)]
+    flags += [f"--{k}" for k in ("siblings", "augment") if getattr(settings, k)]
+    augmentation = "random mirroring, upside-down flips and reframing" if settings.augment else "random flips"
+    if settings.siblings:
+        augmentation += " (scenes in pairs one attribute apart, batched together)"
+    if settings.instance_weight:
+        augmentation += f"; an image-to-image contrastive term (weight {settings.instance_weight})"
     return f"""# {settings.arch} (builtin)
 
 A tiny open_clip CLIP trained from scratch on the project's synthetic world, so the pipeline runs with
@@ -399,7 +450,7 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
   ({metrics['weights_bytes'] / 1e6:.1f} MB).
 - Data: {settings.images} synthetic scenes rendered from seed {settings.seed} (JPEG, decoded by the pipeline's
   decode path), {int(TRAIN_MIX[1] * 100)} % each with the unsafe motif, a watermark or low aesthetics (captions
-  mention it 80 % of the time); fresh templated captions and random flips every step.
+  mention it 80 % of the time); fresh templated captions and {augmentation} every step.
 - Training: {settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
   + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
   training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).

@@ -4,6 +4,11 @@
 captions, broken bytes, tiny and extreme-aspect images), writes the shards and returns the truth, which
 is also written as `<out>/truth.json`. Truth keys are the pipeline's record keys: `<shard id>/<key>`.
 The same arguments always give byte-identical files.
+
+No two scenes of a world share all five attributes (shape, colour, count, texture, background) until
+every one of the DESCRIPTIONS combinations is used: two renderings of one description are semantic
+duplicates by SemDeDup's definition, and the truth would call them clean. The only duplicates in a world
+of up to DESCRIPTIONS rows are the planted ones.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from curation.errors import UserError
 from curation.synth.defects import CLEAN, DEFAULT_PLANTERS, DEFECT_KINDS, Draft, Planter, Row, plant, planter_rng
 from curation.synth.img2dataset import MAX_SHARD_SIZE, WRITERS, Sample, is_own_file, sample_key, shard_name
-from curation.synth.world import Scene, sample_scene, sample_size
+from curation.synth.world import DESCRIPTIONS, Scene, sample_scene, sample_size
 
 __all__ = ["CLEAN", "DEFECT_KINDS", "FORMATS", "Scene", "SynthArgumentError", "generate"]
 
@@ -71,10 +76,20 @@ def record_key(index: int, shard_size: int) -> str:
 def _draft_world(rows: int, seed: int) -> Draft:
     rng = planter_rng(seed, "scenes")
     draft_rows = []
+    used: set[tuple] = set()
     for index in range(rows):
         scene = sample_scene(rng)
+        while _description(scene) in used:
+            scene = sample_scene(rng)
+        used.add(_description(scene))
+        if len(used) == DESCRIPTIONS:  # every description taken: the next cycle of them starts
+            used.clear()
         draft_rows.append(Row(index=index, scene=scene, caption=scene.caption(rng), size=sample_size(rng)))
     return Draft(rows=draft_rows)
+
+
+def _description(scene: Scene) -> tuple:
+    return (scene.shape, scene.colour, scene.count, scene.texture, scene.background)
 
 
 def _sample(row: Row, draft: Draft, shard_size: int) -> Sample:

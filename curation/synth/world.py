@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -32,6 +32,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "ring")
 TEXTURES = ("plain", "stripes", "dots", "checker")
 COUNTS = (1, 2, 3, 4)
+DESCRIPTIONS = len(SHAPES) * len(COLOURS) * (len(COLOURS) - 1) * len(TEXTURES) * len(COUNTS)  # distinct scenes
 
 _PLURALS = {"cross": "crosses"}
 _COUNT_WORDS = {1: ("a", "one"), 2: ("two",), 3: ("three",), 4: ("four",)}
@@ -111,6 +112,17 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         background=background,
         layout_seed=int(rng.integers(2**31)),
     )
+
+
+def sibling_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene with one attribute (shape, colour, count, texture or background) changed and the same
+    layout seed: the hardest scene to tell apart from it (a contrastive hard negative)."""
+    attribute = _pick(rng, ("shape", "colour", "count", "texture", "background"))
+    taken = {"colour": (scene.colour, scene.background), "background": (scene.background, scene.colour)}
+    options = {"shape": SHAPES, "colour": tuple(COLOURS), "count": COUNTS, "texture": TEXTURES, "background": tuple(COLOURS)}
+    current = getattr(scene, attribute)
+    choices = tuple(v for v in options[attribute] if v != current and v not in taken.get(attribute, ()))
+    return replace(scene, **{attribute: _pick(rng, choices)})
 
 
 def sample_size(

@@ -38,3 +38,36 @@ def test_short_train_clip_run_gives_a_loadable_folder(tmp_path):
     assert 0.0 <= metrics["retrieval_r1_100"] <= 1.0
     # a head trained here plugs into the pipeline by path
     HeadConfig(name="unsafe", weights=str(out / "heads" / "unsafe.safetensors"), threshold=0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sibling_training_images_are_one_attribute_apart_at_the_same_size(seed):
+    from curation.models.train_clip import render_set
+
+    data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, siblings=True)
+    for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
+        changed = [k for k, v in first.attributes().items() if second.attributes()[k] != v]
+        assert len(changed) == 1 and first.layout_seed == second.layout_seed
+        assert second.colour != second.background
+    assert data.pixels.shape == (12, 64, 64, 3)
+    # siblings differ only where the changed attribute shows: never the same pixels
+    assert all((data.pixels[i] != data.pixels[i + 1]).any() for i in range(0, 12, 2))
+
+
+def test_augmented_batch_mirrors_flips_and_reframes_reproducibly():
+    import numpy as np
+    import torch
+
+    from curation.models.train_clip import augment_batch
+
+    images = torch.arange(8 * 3 * 16 * 16, dtype=torch.float32).reshape(8, 3, 16, 16)
+    mirrored_only = augment_batch(images.clone(), np.random.default_rng(0), full=False)
+    for i in range(8):  # each image is itself or its mirror image
+        assert torch.equal(mirrored_only[i], images[i]) or torch.equal(mirrored_only[i], images[i].flip(-1))
+    assert not torch.equal(mirrored_only, images)
+    full = augment_batch(images.clone(), np.random.default_rng(0), full=True)
+    assert full.shape == images.shape
+    dihedral = [images[i].flip(d) for i in range(8) for d in ((-1,), (-2,), (-1, -2))] + list(images)
+    reframed = [i for i in range(8) if not any(torch.equal(full[i], d) for d in dihedral)]
+    assert reframed  # some images were cropped and resized back, not merely mirrored or flipped
+    assert torch.equal(full, augment_batch(images.clone(), np.random.default_rng(0), full=True))

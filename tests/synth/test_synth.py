@@ -204,6 +204,22 @@ def test_semantic_duplicates_are_the_same_scene_but_no_perceptual_match(world):
                 assert copy.width < original.width and copy.height < original.height
 
 
+def test_only_planted_duplicates_share_a_description(world):
+    _, truth, _ = world
+    copies = {c for g in truth["duplicate_groups"] for c in g["copies"]}
+    descriptions = [tuple(sorted(scene.items())) for key, scene in truth["scenes"].items() if key not in copies]
+    assert len(set(descriptions)) == len(descriptions)  # the originals and every other row: all distinct
+
+
+def test_descriptions_repeat_only_once_all_are_used():
+    import curation.synth as synth
+
+    draft = synth._draft_world(synth.DESCRIPTIONS + 30, seed=3)
+    described = [synth._description(row.scene) for row in draft.rows]
+    assert len(set(described[: synth.DESCRIPTIONS])) == synth.DESCRIPTIONS  # every description once
+    assert len(set(described[synth.DESCRIPTIONS :])) == 30  # then a new cycle of them
+
+
 def test_misaligned_captions_describe_the_partner(world):
     _, truth, records = world
     pairs = truth["misaligned_pairs"]
