@@ -45,7 +45,7 @@ from curation.models.clip import (
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
 from curation.synth import effects
 from curation.synth.defects import planter_rng
-from curation.synth.world import Scene, encode_jpeg, sample_scene, sample_size, sibling_scene
+from curation.synth.world import Scene, encode_jpeg, lookalike_scene, sample_scene, sample_size, sibling_scene
 
 KINDS = ("clean", "unsafe", "watermark", "low_aesthetic")
 TRAIN_MIX = (0.7, 0.1, 0.1, 0.1)  # of KINDS, in the CLIP's training set
@@ -74,9 +74,17 @@ class TrainSettings:
     heads_only: bool = False  # keep the CLIP already in the output folder; retrain its heads
     # Recipe options for an embedding that semantic dedup can use (off: the shipped model's recipe):
     siblings: bool = False  # training scenes in pairs one attribute apart (same layout), in the same batch
+    lookalikes: bool = False  # training scenes in pairs of the same colours and texture, another form and layout
     augment: bool = False  # besides mirroring, images flipped upside down and reframed at random, every step
     instance_weight: float = 0.0  # image-to-image term: two augmented views of each image against the batch
     instance_temperature: float = 0.05
+
+    @property
+    def pairing(self) -> str | None:
+        """How training scenes come in pairs: "siblings", "lookalikes" or None (one scene at a time)."""
+        if self.siblings and self.lookalikes:
+            raise UserError("--siblings and --lookalikes pair the training scenes two different ways: choose one")
+        return "siblings" if self.siblings else "lookalikes" if self.lookalikes else None
 
 
 @dataclass
@@ -92,15 +100,18 @@ class ImageSet:
 
 
 def _render_chunk(args: tuple) -> tuple[bytes, list, list, list, list]:
-    seed, stream, chunk, count, mix, size, siblings = args
+    seed, stream, chunk, count, mix, size, pairing = args
     from curation.stages.decode import decode_image
 
     rng = planter_rng(seed, f"{stream}/{chunk}")
     pixels, scenes, kinds, variants, captions = [], [], [], [], []
     scene = width = height = None
     for i in range(count):
-        if siblings and i % 2:
+        if pairing == "siblings" and i % 2:
             scene = sibling_scene(scene, rng)  # at the same size: only the changed attribute tells them apart
+        elif pairing == "lookalikes" and i % 2:
+            scene = lookalike_scene(scene, rng)
+            width, height = sample_size(rng)
         else:
             scene = sample_scene(rng)
             width, height = sample_size(rng)
@@ -125,11 +136,12 @@ def _render_chunk(args: tuple) -> tuple[bytes, list, list, list, list]:
 
 
 def render_set(
-    count: int, *, seed: int, stream: str, mix: tuple[float, ...], size: int, workers: int, siblings: bool = False
+    count: int, *, seed: int, stream: str, mix: tuple[float, ...], size: int, workers: int, pairing: str | None = None
 ) -> ImageSet:
     """`count` images of the world with defect kinds drawn from `mix`, decoded as the pipeline does. With
-    `siblings`, images 2i and 2i+1 are one scene and its sibling (`sibling_scene`); CHUNK is even."""
-    jobs = [(seed, stream, c, min(CHUNK, count - c * CHUNK), mix, size, siblings) for c in range(-(-count // CHUNK))]
+    `pairing` "siblings" (or "lookalikes"), images 2i and 2i+1 are one scene and its sibling
+    (`sibling_scene`; or its lookalike, `lookalike_scene`); CHUNK is even."""
+    jobs = [(seed, stream, c, min(CHUNK, count - c * CHUNK), mix, size, pairing) for c in range(-(-count // CHUNK))]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_render_chunk, jobs))
@@ -193,7 +205,7 @@ def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], No
     def captions(idx: np.ndarray, rng: np.random.Generator) -> list[str]:
         return [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
 
-    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.siblings)
+    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.pairing is not None)
 
 
 def train_on_pairs(pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
@@ -395,7 +407,7 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
     else:
         log(f"rendering {settings.images} training images ({size} px) ...")
         train = render_set(settings.images, seed=settings.seed, stream="clip-train", mix=TRAIN_MIX, size=size,
-                           workers=settings.workers, siblings=settings.siblings)
+                           workers=settings.workers, pairing=settings.pairing)
         render_s = time.time() - started
         model, train_metrics = train_model(train, settings, log)
         del train
@@ -432,11 +444,13 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
     )
     default = TrainSettings()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size", "instance_weight") and v != getattr(default, k)]
-    flags += [f"--{k}" for k in ("siblings", "augment") if getattr(settings, k)]
+             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature") and v != getattr(default, k)]
+    flags += [f"--{k}" for k in ("siblings", "lookalikes", "augment") if getattr(settings, k)]
     augmentation = "random mirroring, upside-down flips and reframing" if settings.augment else "random flips"
     if settings.siblings:
         augmentation += " (scenes in pairs one attribute apart, batched together)"
+    if settings.lookalikes:
+        augmentation += " (scenes in pairs of the same colours and texture, another shape or count and layout, batched together)"
     if settings.instance_weight:
         augmentation += f"; an image-to-image contrastive term (weight {settings.instance_weight})"
     return f"""# {settings.arch} (builtin)

@@ -125,6 +125,18 @@ def sibling_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     return replace(scene, **{attribute: _pick(rng, choices)})
 
 
+def lookalike_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """Another scene of the same colours and texture: another shape or count (or both) and another
+    layout. Two such scenes are what an embedding that sees colour before form confuses most."""
+    change = _pick(rng, ("shape", "count", "both"))
+    shape, count = scene.shape, scene.count
+    if change in ("shape", "both"):
+        shape = _pick(rng, tuple(s for s in SHAPES if s != scene.shape))
+    if change in ("count", "both"):
+        count = int(_pick(rng, tuple(c for c in COUNTS if c != scene.count)))
+    return replace(scene, shape=shape, count=count, layout_seed=int(rng.integers(2**31)))
+
+
 def sample_size(
     rng: np.random.Generator,
     *,

@@ -44,7 +44,7 @@ def test_short_train_clip_run_gives_a_loadable_folder(tmp_path):
 def test_sibling_training_images_are_one_attribute_apart_at_the_same_size(seed):
     from curation.models.train_clip import render_set
 
-    data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, siblings=True)
+    data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="siblings")
     for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
         changed = [k for k, v in first.attributes().items() if second.attributes()[k] != v]
         assert len(changed) == 1 and first.layout_seed == second.layout_seed
@@ -52,6 +52,27 @@ def test_sibling_training_images_are_one_attribute_apart_at_the_same_size(seed):
     assert data.pixels.shape == (12, 64, 64, 3)
     # siblings differ only where the changed attribute shows: never the same pixels
     assert all((data.pixels[i] != data.pixels[i + 1]).any() for i in range(0, 12, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lookalike_training_images_share_colours_and_texture_but_not_form_or_layout(seed):
+    from curation.models.train_clip import render_set
+
+    data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="lookalikes")
+    for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
+        assert (first.colour, first.background, first.texture) == (second.colour, second.background, second.texture)
+        assert (first.shape, first.count) != (second.shape, second.count)
+        assert first.layout_seed != second.layout_seed
+    assert all((data.pixels[i] != data.pixels[i + 1]).any() for i in range(0, 12, 2))
+
+
+def test_siblings_and_lookalikes_together_is_a_user_error():
+    from curation.errors import UserError
+    from curation.models.train_clip import TrainSettings
+
+    assert TrainSettings(lookalikes=True).pairing == "lookalikes" and TrainSettings().pairing is None
+    with pytest.raises(UserError, match="choose one"):
+        TrainSettings(siblings=True, lookalikes=True).pairing
 
 
 def test_augmented_batch_mirrors_flips_and_reframes_reproducibly():
