@@ -178,12 +178,13 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
     return prepare_images(torch.from_numpy(np.array(pixels, copy=True)), mean, std)
 
 
-REFRAME = 0.12  # at most this much of each side is cut by a reframing augmentation
+REFRAME = 0.15  # at most this much of each side is cut by a reframing augmentation
+REFRAMED = 0.75  # the share of images reframed
 
 
 def augment_batch(images: torch.Tensor, rng: np.random.Generator, *, full: bool) -> torch.Tensor:
-    """Half of the images mirrored; with `full`, also a quarter flipped upside down and half reframed
-    (up to REFRAME of each side cut, resized back): the embedding of a re-upload that dodges a perceptual
+    """Half of the images mirrored; with `full`, also a quarter flipped upside down and REFRAMED of them
+    reframed (up to REFRAME of each side cut, resized back): the embedding of a re-upload that dodges a perceptual
     hash (mirrored, flipped, re-cropped) should stay that of its original."""
     batch, size = images.shape[0], images.shape[-1]
     mirror = torch.from_numpy(rng.random(batch) < 0.5)
@@ -192,7 +193,7 @@ def augment_batch(images: torch.Tensor, rng: np.random.Generator, *, full: bool)
         return images
     flip = torch.from_numpy(rng.random(batch) < 0.25)
     images[flip] = images[flip].flip(-2)
-    for i in np.flatnonzero(rng.random(batch) < 0.5):
+    for i in np.flatnonzero(rng.random(batch) < REFRAMED):
         left, top, right, bottom = np.round(rng.uniform(0, REFRAME, size=4) * size).astype(int)
         crop = images[i : i + 1, :, top : size - bottom, left : size - right]
         images[i] = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
