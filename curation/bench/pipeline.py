@@ -101,7 +101,7 @@ def run_pipeline_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (),
 
 
 @click.command("pipeline")
-@click.option("--n", default=10000, show_default=True, type=click.IntRange(min=1), help="Images (enough that the job's fixed costs — actor start-up, Ray Data phases, report — do not dominate).")
+@click.option("--n", default=20000, show_default=True, type=click.IntRange(min=1), help="Images (enough that the job's fixed costs — actor start-up, Ray Data phases, report — do not dominate).")
 @click.option("--shard-size", default=500, show_default=True, type=click.IntRange(min=1), help="Rows per input shard.")
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Config override for the job (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
