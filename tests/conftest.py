@@ -30,6 +30,34 @@ def small_world(tmp_path_factory):
     return root, truth
 
 
+@pytest.fixture(scope="session")
+def score_unseen_world(tmp_path_factory):
+    """A function: (seed, rows, shard_size, columns) -> (truth, one list of values per column over every
+    row), for a world generated from `seed` and scored by pipelines/demo.yaml's score-phase stages run
+    directly (no Ray)."""
+    from curation.config import load_config
+    from curation.io.readers import read_shard
+    from curation.io.sources import list_shards
+    from curation.job import run_stages
+    from curation.models.clip import model_info
+    from curation.plan import StagePlan
+    from curation.synth import generate
+
+    def score(seed: int, rows: int, shard_size: int, columns: tuple[str, ...]):
+        root = tmp_path_factory.mktemp(f"unseen-{seed}")
+        truth = generate(str(root), rows=rows, seed=seed, fmt="parquet", shard_size=shard_size)
+        cfg = load_config("pipelines/demo.yaml", ["model.threads=2"])
+        plan = StagePlan.build(cfg, model_info(cfg.model))
+        values: list[list] = [[] for _ in columns]
+        for shard in list_shards(str(root), "auto"):
+            table = run_stages([*plan.cpu, plan.embed, *plan.post], read_shard(shard))
+            for out, column in zip(values, columns):
+                out.extend(table.column(column).to_pylist())
+        return truth, values
+
+    return score
+
+
 # ---- object store: moto's S3 server behind a fault-injecting loopback proxy -----------------------
 #
 # Ray workers inherit the environment of the process that starts Ray, so the endpoint is fixed here,

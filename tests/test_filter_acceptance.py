@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from curation.config import load_config
 from curation.eval import evaluate
-from curation.io.readers import read_shard
-from curation.io.sources import list_shards
-from curation.job import run_stages
-from curation.models.clip import model_info
-from curation.plan import StagePlan
-from curation.synth import generate
 
 UNSEEN_SEED = 4242  # train-clip renders from seed 0 (and held-out pairs from 1_000_003)
 
 
 @pytest.fixture(scope="module")
-def scored_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unseen")
-    truth = generate(str(root), rows=1200, seed=UNSEEN_SEED, fmt="parquet", shard_size=400)
-    cfg = load_config("pipelines/demo.yaml", ["model.threads=2"])
-    plan = StagePlan.build(cfg, model_info(cfg.model))
-    rows = {}
-    for shard in list_shards(str(root), "auto"):
-        table = run_stages([*plan.cpu, plan.embed, *plan.post], read_shard(shard))
-        for key, status, reason in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reject_reason"))):
-            rows[key] = (status, reason)
-    return evaluate(rows, truth)
+def scored_world(score_unseen_world):
+    truth, (keys, statuses, reasons) = score_unseen_world(UNSEEN_SEED, 1200, 400, ("key", "status", "reject_reason"))
+    return evaluate({key: (status, reason) for key, status, reason in zip(keys, statuses, reasons)}, truth)
 
 
 @pytest.mark.parametrize("kind", ["misaligned", "unsafe", "watermark", "non_english"])

@@ -13,29 +13,17 @@ import pytest
 from curation.config import load_config
 from curation.dedup.prepare import default_clusters
 from curation.dedup.semantic import semantic_dedup
-from curation.io.readers import read_shard
-from curation.io.sources import list_shards
-from curation.job import run_stages
-from curation.models.clip import model_info
-from curation.plan import StagePlan
-from curation.synth import generate
 
 UNSEEN_SEED = 4243  # train-clip renders from seed 0 (and held-out pairs from 1_000_003)
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    root = tmp_path_factory.mktemp("semantic")
-    truth = generate(str(root), rows=1500, seed=UNSEEN_SEED, fmt="parquet", shard_size=500)
-    cfg = load_config("pipelines/demo.yaml", ["model.threads=2"])
-    plan = StagePlan.build(cfg, model_info(cfg.model))
-    keys, emb, quality = [], [], []
-    for shard in list_shards(str(root), "auto"):
-        table = run_stages([*plan.cpu, plan.embed, *plan.post], read_shard(shard))
-        for key, vector, score in zip(*(table.column(c).to_pylist() for c in ("key", "img_emb", "clip_score"))):
-            if vector is not None:
-                keys.append(key), emb.append(vector), quality.append(score)
-    decisions = semantic_dedup(keys, np.array(emb, np.float16), quality, eps=cfg.dedup.semantic_eps,
+def scored(score_unseen_world):
+    truth, (keys, emb, quality) = score_unseen_world(UNSEEN_SEED, 1500, 500, ("key", "img_emb", "clip_score"))
+    keep = [i for i, vector in enumerate(emb) if vector is not None]  # rows that decoded
+    keys, quality = [keys[i] for i in keep], [quality[i] for i in keep]
+    eps = load_config("pipelines/demo.yaml").dedup.semantic_eps
+    decisions = semantic_dedup(keys, np.array([emb[i] for i in keep], np.float16), quality, eps=eps,
                                k=default_clusters(len(keys), len(keys)), seed=0)
     return truth, dict(zip(decisions.column("key").to_pylist(), decisions.column("dup_of").to_pylist()))
 
