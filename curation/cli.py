@@ -116,16 +116,19 @@ def demo(output_dir: str, rows: int) -> None:
               help="Weight of an image-to-image contrastive term (two augmented views of each image).")
 @click.option("--instance-temperature", default=0.05, show_default=True, type=click.FloatRange(min=0.001),
               help="Temperature of the image-to-image term.")
+@click.option("--attribute-weight", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Weight of linear probes that learn each scene's shape, colour, count, texture and background from the image embedding.")
 def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: int, head_images: int,
                eval_pairs: int, no_heads: bool, heads_only: bool, siblings: bool, lookalikes: bool, augment: bool,
-               instance_weight: float, instance_temperature: float) -> None:
+               instance_weight: float, instance_temperature: float, attribute_weight: float) -> None:
     """Train the tiny CLIP (and its heads) from scratch on the synthetic world (~9 min on 2 cores)."""
     from curation.models.train_clip import TrainSettings, train_clip as run
 
     settings = TrainSettings(seed=seed, images=images, steps=steps, batch_size=batch_size, head_images=head_images,
                              eval_pairs=eval_pairs, heads=not no_heads, warmup=min(30, max(1, steps // 10)),
                              heads_only=heads_only, siblings=siblings, lookalikes=lookalikes, augment=augment,
-                             instance_weight=instance_weight, instance_temperature=instance_temperature)
+                             instance_weight=instance_weight, instance_temperature=instance_temperature,
+                             attribute_weight=attribute_weight)
     run(output_dir, settings, log=click.echo)
     click.echo(f"wrote {output_dir} (reload it with model.pretrained: {output_dir})")
 

@@ -45,13 +45,25 @@ from curation.models.clip import (
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
 from curation.synth import effects
 from curation.synth.defects import planter_rng
-from curation.synth.world import Scene, encode_jpeg, lookalike_scene, sample_scene, sample_size, sibling_scene
+from curation.synth.world import (
+    COLOURS,
+    COUNTS,
+    SHAPES,
+    TEXTURES,
+    Scene,
+    encode_jpeg,
+    lookalike_scene,
+    sample_scene,
+    sample_size,
+    sibling_scene,
+)
 
 KINDS = ("clean", "unsafe", "watermark", "low_aesthetic")
 TRAIN_MIX = (0.7, 0.1, 0.1, 0.1)  # of KINDS, in the CLIP's training set
 HEAD_MIX = (0.6, 0.14, 0.14, 0.12)  # in the heads' labelled set
 HEADS = {"unsafe": "unsafe", "watermark": "watermark", "aesthetic": "low_aesthetic"}  # head -> defect kind
 CHUNK = 500  # images per rendering task; each chunk has its own seed, so workers do not change the data
+ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "count": COUNTS, "texture": TEXTURES, "background": tuple(COLOURS)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +90,7 @@ class TrainSettings:
     augment: bool = False  # besides mirroring, images flipped upside down and reframed at random, every step
     instance_weight: float = 0.0  # image-to-image term: two augmented views of each image against the batch
     instance_temperature: float = 0.05
+    attribute_weight: float = 0.0  # a linear probe per scene attribute on the image embedding, trained along
 
     @property
     def pairing(self) -> str | None:
@@ -178,6 +191,7 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
     return prepare_images(torch.from_numpy(np.array(pixels, copy=True)), mean, std)
 
 
+PROBE_SCALE = 10.0  # the probes read the L2-normalised embedding, scaled to logits' range
 REFRAME = 0.15  # at most this much of each side is cut by a reframing augmentation
 REFRAMED = 0.75  # the share of images reframed
 
@@ -206,7 +220,13 @@ def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], No
     def captions(idx: np.ndarray, rng: np.random.Generator) -> list[str]:
         return [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
 
-    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.pairing is not None)
+    attributes = attribute_labels(data.scenes) if settings.attribute_weight else None
+    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.pairing is not None, attributes=attributes)
+
+
+def attribute_labels(scenes: list[Scene]) -> np.ndarray:
+    """(N, len(ATTRIBUTES)) class indices: what each scene's shape, colour, count, texture and background are."""
+    return np.array([[values.index(getattr(scene, name)) for name, values in ATTRIBUTES.items()] for scene in scenes], np.int64)
 
 
 def train_on_pairs(pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
@@ -223,21 +243,28 @@ def train_contrastive(
     log: Callable[[str], None],
     *,
     pairs: bool = False,
+    attributes: np.ndarray | None = None,
 ) -> tuple[nn.Module, dict]:
     """The training loop: `settings.steps` steps of `settings.batch_size` images drawn without replacement
     (with `pairs`, images 2i and 2i+1 always together), augmented (`augment_batch`), captions from
-    `captions_for(indices, rng)`; symmetric contrastive loss, AdamW, warmup + cosine. The same settings
-    and data give the same model."""
+    `captions_for(indices, rng)`; symmetric contrastive loss, AdamW, warmup + cosine. With `attributes`
+    (`attribute_labels`) and `settings.attribute_weight`, linear probes on the image embedding learn each
+    scene attribute along with it (the probes are dropped afterwards), a push towards an embedding that
+    tells shapes and counts apart, not only colours and layout. The same settings and data give the same model."""
     import open_clip
 
     torch.manual_seed(settings.seed)
     model = open_clip.create_model(settings.arch)
     model.train()
     tokenizer = open_clip.get_tokenizer(settings.arch)
+    probes = None
+    if attributes is not None and settings.attribute_weight:
+        probes = nn.ModuleList(nn.Linear(model.visual.output_dim, len(values)) for values in ATTRIBUTES.values())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    probe_params = [] if probes is None else [{"params": list(probes.parameters()), "weight_decay": 0.0}]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *probe_params],
         lr=settings.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
@@ -247,7 +274,7 @@ def train_contrastive(
     batch = min(settings.batch_size, n) // 2 * 2 if pairs else min(settings.batch_size, n)
     labels = torch.arange(batch)
     started = time.time()
-    losses = []
+    losses, probe_losses = [], []
     for step in range(settings.steps):
         lr = settings.lr * min(1.0, (step + 1) / settings.warmup)
         if step >= settings.warmup:
@@ -273,6 +300,13 @@ def train_contrastive(
         if settings.instance_weight:
             instance = (nn.functional.cross_entropy(views, labels) + nn.functional.cross_entropy(views.T, labels)) / 2
             loss = loss + settings.instance_weight * instance
+        if probes is not None:
+            seen = [image_features, view_features] if settings.instance_weight else [image_features]
+            features = PROBE_SCALE * torch.cat(seen).float()
+            truth = torch.from_numpy(attributes[idx]).repeat(len(seen), 1)
+            probe_loss = sum(nn.functional.cross_entropy(probe(features), truth[:, i]) for i, probe in enumerate(probes)) / len(probes)
+            loss = loss + settings.attribute_weight * probe_loss
+            probe_losses.append(float(probe_loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -282,7 +316,10 @@ def train_contrastive(
         if step % 20 == 0 or step == settings.steps - 1:
             log(f"step {step + 1}/{settings.steps}  loss {np.mean(losses[-20:]):.3f}  lr {lr:.2e}  {time.time() - started:.0f} s")
     model.eval()
-    return model, {"final_loss": round(float(np.mean(losses[-20:])), 4), "train_s": round(time.time() - started, 1)}
+    metrics = {"final_loss": round(float(np.mean(losses[-20:])), 4), "train_s": round(time.time() - started, 1)}
+    if probe_losses:  # mean cross-entropy of the attribute probes (log of the class count at the start)
+        metrics["final_attribute_loss"] = round(float(np.mean(probe_losses[-20:])), 4)
+    return model, metrics
 
 
 # ---- features, heads and metrics ----------------------------------------------------------------------
@@ -445,7 +482,7 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
     )
     default = TrainSettings()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature") and v != getattr(default, k)]
+             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight") and v != getattr(default, k)]
     flags += [f"--{k}" for k in ("siblings", "lookalikes", "augment") if getattr(settings, k)]
     augmentation = "random mirroring, upside-down flips and reframing" if settings.augment else "random flips"
     if settings.siblings:
@@ -454,6 +491,8 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
         augmentation += " (scenes in pairs of the same colours and texture, another shape or count and layout, batched together)"
     if settings.instance_weight:
         augmentation += f"; an image-to-image contrastive term (weight {settings.instance_weight})"
+    if settings.attribute_weight:
+        augmentation += f"; linear probes of each scene attribute on the image embedding (weight {settings.attribute_weight})"
     return f"""# {settings.arch} (builtin)
 
 A tiny open_clip CLIP trained from scratch on the project's synthetic world, so the pipeline runs with

@@ -92,3 +92,21 @@ def test_augmented_batch_mirrors_flips_and_reframes_reproducibly():
     reframed = [i for i in range(8) if not any(torch.equal(full[i], d) for d in dihedral)]
     assert reframed  # some images were cropped and resized back, not merely mirrored or flipped
     assert torch.equal(full, augment_batch(images.clone(), np.random.default_rng(0), full=True))
+
+
+def test_attribute_probes_learn_each_scene_attribute_from_the_embedding():
+    import numpy as np
+
+    from curation.models.train_clip import ATTRIBUTES, TrainSettings, attribute_labels, render_set, train_model
+
+    data = render_set(64, seed=3, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="lookalikes")
+    labels = attribute_labels(data.scenes)
+    assert labels.shape == (64, len(ATTRIBUTES))
+    for row, scene in zip(labels, data.scenes):
+        assert [values[i] for values, i in zip(ATTRIBUTES.values(), row)] == [getattr(scene, name) for name in ATTRIBUTES]
+    settings = TrainSettings(steps=40, batch_size=32, warmup=4, lookalikes=True, attribute_weight=4.0, heads=False)
+    _, metrics = train_model(data, settings, log=lambda _: None)
+    chance = np.mean([np.log(len(values)) for values in ATTRIBUTES.values()])  # the probes' loss before they learn
+    assert metrics["final_attribute_loss"] < 0.75 * chance
+    _, without = train_model(data, TrainSettings(steps=2, batch_size=32, warmup=1, heads=False), log=lambda _: None)
+    assert "final_attribute_loss" not in without
