@@ -111,6 +111,8 @@ def demo(output_dir: str, rows: int) -> None:
 @click.option("--siblings", is_flag=True, help="Train on scene pairs one attribute apart, in the same batch (hard negatives).")
 @click.option("--lookalikes", is_flag=True,
               help="Train on scene pairs of the same colours and texture with another shape or count and layout, in the same batch.")
+@click.option("--shape-siblings", is_flag=True,
+              help="Train on scene pairs, half the same scene with another shape (same layout), half lookalikes, in the same batch.")
 @click.option("--augment", is_flag=True, help="Also flip images upside down and reframe them at random (besides mirroring).")
 @click.option("--instance-weight", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Weight of an image-to-image contrastive term (two augmented views of each image).")
@@ -118,17 +120,25 @@ def demo(output_dir: str, rows: int) -> None:
               help="Temperature of the image-to-image term.")
 @click.option("--attribute-weight", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Weight of linear probes that learn each scene's shape, colour, count, texture and background from the image embedding.")
+@click.option("--attribute-mix", default="", help="The probes' relative weights, e.g. shape=4,count=1 (unnamed ones weigh 1).")
+@click.option("--probe-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Steps of the image tower with the probes alone before the CLIP training (needs --attribute-weight).")
 def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: int, head_images: int,
-               eval_pairs: int, no_heads: bool, heads_only: bool, siblings: bool, lookalikes: bool, augment: bool,
-               instance_weight: float, instance_temperature: float, attribute_weight: float) -> None:
+               eval_pairs: int, no_heads: bool, heads_only: bool, siblings: bool, lookalikes: bool, shape_siblings: bool,
+               augment: bool, instance_weight: float, instance_temperature: float, attribute_weight: float,
+               attribute_mix: str, probe_steps: int) -> None:
     """Train the tiny CLIP (and its heads) from scratch on the synthetic world (~9 min on 2 cores)."""
-    from curation.models.train_clip import TrainSettings, train_clip as run
+    from curation.models.train_clip import TrainSettings, parse_attribute_mix, train_clip as run
 
+    if probe_steps and not attribute_weight:
+        raise UserError("--probe-steps trains the attribute probes first: give --attribute-weight too")
+    mix = parse_attribute_mix(attribute_mix) if attribute_mix else TrainSettings().attribute_mix
     settings = TrainSettings(seed=seed, images=images, steps=steps, batch_size=batch_size, head_images=head_images,
                              eval_pairs=eval_pairs, heads=not no_heads, warmup=min(30, max(1, steps // 10)),
-                             heads_only=heads_only, siblings=siblings, lookalikes=lookalikes, augment=augment,
-                             instance_weight=instance_weight, instance_temperature=instance_temperature,
-                             attribute_weight=attribute_weight)
+                             heads_only=heads_only, siblings=siblings, lookalikes=lookalikes,
+                             shape_siblings=shape_siblings, augment=augment, instance_weight=instance_weight,
+                             instance_temperature=instance_temperature, attribute_weight=attribute_weight,
+                             attribute_mix=mix, probe_steps=probe_steps)
     run(output_dir, settings, log=click.echo)
     click.echo(f"wrote {output_dir} (reload it with model.pretrained: {output_dir})")
 

@@ -165,10 +165,10 @@ def format_table(result: dict, clean_reasons: Counter, missing: int, retrieval: 
 
 def shipped_model_retrieval(pairs: int = 1000) -> dict:
     """R@1 of the shipped tiny CLIP on held-out synthetic pairs (the seed its training never used)."""
-    import open_clip
     import torch
 
     from curation.models.clip import BUILTIN, builtin_dir
+    from curation.models.towers import load_model_dir
     from curation.models.train_clip import TrainSettings, render_set, retrieval_metrics
 
     settings = TrainSettings()
@@ -176,9 +176,7 @@ def shipped_model_retrieval(pairs: int = 1000) -> dict:
     if not (folder / "open_clip_config.json").is_file():
         raise UserError(f"no {BUILTIN} model is shipped in {folder}: run `curate train-clip --output {folder}`")
     torch.set_num_threads(2)
-    model = open_clip.create_model(f"local-dir:{folder}")
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    model, tokenizer = load_model_dir(folder)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     held_out = render_set(pairs, seed=settings.eval_seed, stream="retrieval", mix=(1.0, 0, 0, 0), size=size, workers=1)
     return retrieval_metrics(model, tokenizer, held_out)

@@ -34,6 +34,7 @@ from curation.models.info import (  # noqa: F401 - re-exported: the model's fact
     model_image_size,
     model_info,
 )
+from curation.models.towers import create_model
 
 open_clip.add_model_config(CONFIG_DIR)
 
@@ -87,7 +88,7 @@ def load_clip(cfg: ModelConfig) -> LoadedClip:
         model = _create_from_tag(cfg.arch, pretrained, device)
     else:
         try:
-            model = open_clip.create_model(cfg.arch, pretrained=pretrained, device=device, weights_only=True)
+            model = create_model(cfg.arch, pretrained=pretrained, device=device)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"weights {cfg.pretrained} do not fit model.arch {cfg.arch}: {str(exc)[:160]}") from None
     model.eval()
@@ -209,7 +210,9 @@ def prepare_images(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
 
 
 def save_open_clip_dir(model: torch.nn.Module, arch: str, out_dir: Path, *, fp16: bool = True) -> Path:
-    """Write a folder open_clip reloads offline: open_clip_config.json + open_clip_model.safetensors.
+    """Write a folder `towers.load_model_dir` reloads offline: open_clip_config.json + open_clip_model.safetensors
+    (whose metadata names the architecture). open_clip itself reloads it only where the tower has no
+    project stem.
 
     Floating-point weights are stored as fp16 (half the size; open_clip casts them back on load).
     """

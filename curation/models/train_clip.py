@@ -43,6 +43,7 @@ from curation.models.clip import (
     save_open_clip_dir,
 )
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
+from curation.models.towers import CONV_STEMS, create_model, load_model_dir
 from curation.synth import effects
 from curation.synth.defects import planter_rng
 from curation.synth.world import (
@@ -55,6 +56,7 @@ from curation.synth.world import (
     lookalike_scene,
     sample_scene,
     sample_size,
+    shape_sibling,
     sibling_scene,
 )
 
@@ -90,14 +92,22 @@ class TrainSettings:
     augment: bool = False  # besides mirroring, images flipped upside down and reframed at random, every step
     instance_weight: float = 0.0  # image-to-image term: two augmented views of each image against the batch
     instance_temperature: float = 0.05
+    shape_siblings: bool = False  # pairs: half the same scene with another shape (same layout), half lookalikes
     attribute_weight: float = 0.0  # a linear probe per scene attribute on the image embedding, trained along
+    attribute_mix: tuple[float, ...] = (1.0,) * len(ATTRIBUTES)  # the probes' relative weights, in ATTRIBUTES order
+    probe_steps: int = 0  # steps of the image tower with the probes alone, before the CLIP training
 
     @property
     def pairing(self) -> str | None:
-        """How training scenes come in pairs: "siblings", "lookalikes" or None (one scene at a time)."""
-        if self.siblings and self.lookalikes:
-            raise UserError("--siblings and --lookalikes pair the training scenes two different ways: choose one")
-        return "siblings" if self.siblings else "lookalikes" if self.lookalikes else None
+        """How training scenes come in pairs: "siblings", "lookalikes", "shape_siblings" or None."""
+        chosen = [name for name in PAIRINGS if getattr(self, name)]
+        if len(chosen) > 1:
+            flags = " and ".join("--" + name.replace("_", "-") for name in chosen)
+            raise UserError(f"{flags} pair the training scenes different ways: choose one")
+        return chosen[0] if chosen else None
+
+
+PAIRINGS = ("siblings", "lookalikes", "shape_siblings")
 
 
 @dataclass
@@ -125,6 +135,8 @@ def _render_chunk(args: tuple) -> tuple[bytes, list, list, list, list]:
         elif pairing == "lookalikes" and i % 2:
             scene = lookalike_scene(scene, rng)
             width, height = sample_size(rng)
+        elif pairing == "shape_siblings" and i % 2:  # at the same size; a shape sibling keeps the layout too
+            scene = shape_sibling(scene, rng) if rng.random() < 0.5 else lookalike_scene(scene, rng)
         else:
             scene = sample_scene(rng)
             width, height = sample_size(rng)
@@ -153,7 +165,8 @@ def render_set(
 ) -> ImageSet:
     """`count` images of the world with defect kinds drawn from `mix`, decoded as the pipeline does. With
     `pairing` "siblings" (or "lookalikes"), images 2i and 2i+1 are one scene and its sibling
-    (`sibling_scene`; or its lookalike, `lookalike_scene`); CHUNK is even."""
+    (`sibling_scene`; or its lookalike, `lookalike_scene`; "shape_siblings": either the scene with another
+    shape, `shape_sibling`, or a lookalike, half and half); CHUNK is even."""
     jobs = [(seed, stream, c, min(CHUNK, count - c * CHUNK), mix, size, pairing) for c in range(-(-count // CHUNK))]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -254,7 +267,7 @@ def train_contrastive(
     import open_clip
 
     torch.manual_seed(settings.seed)
-    model = open_clip.create_model(settings.arch)
+    model = create_model(settings.arch)
     model.train()
     tokenizer = open_clip.get_tokenizer(settings.arch)
     probes = None
@@ -274,6 +287,8 @@ def train_contrastive(
     batch = min(settings.batch_size, n) // 2 * 2 if pairs else min(settings.batch_size, n)
     labels = torch.arange(batch)
     started = time.time()
+    if probes is not None and settings.probe_steps:
+        _probes_first(model.visual, probes, pixels, attributes, settings, rng, log)
     losses, probe_losses = [], []
     for step in range(settings.steps):
         lr = settings.lr * min(1.0, (step + 1) / settings.warmup)
@@ -304,7 +319,7 @@ def train_contrastive(
             seen = [image_features, view_features] if settings.instance_weight else [image_features]
             features = PROBE_SCALE * torch.cat(seen).float()
             truth = torch.from_numpy(attributes[idx]).repeat(len(seen), 1)
-            probe_loss = sum(nn.functional.cross_entropy(probe(features), truth[:, i]) for i, probe in enumerate(probes)) / len(probes)
+            probe_loss = _probe_loss(probes, features, truth, settings.attribute_mix)
             loss = loss + settings.attribute_weight * probe_loss
             probe_losses.append(float(probe_loss.detach()))
         opt.zero_grad(set_to_none=True)
@@ -320,6 +335,34 @@ def train_contrastive(
     if probe_losses:  # mean cross-entropy of the attribute probes (log of the class count at the start)
         metrics["final_attribute_loss"] = round(float(np.mean(probe_losses[-20:])), 4)
     return model, metrics
+
+
+def _probe_loss(probes: nn.ModuleList, features: torch.Tensor, truth: torch.Tensor, mix: tuple[float, ...]) -> torch.Tensor:
+    """The probes' cross-entropies, weighted by `mix` (normalised: equal weights give their mean)."""
+    losses = [weight * nn.functional.cross_entropy(probe(features), truth[:, i]) for i, (probe, weight) in enumerate(zip(probes, mix, strict=True))]
+    return sum(losses) / sum(mix)
+
+
+def _probes_first(visual: nn.Module, probes: nn.ModuleList, pixels: np.ndarray, attributes: np.ndarray,
+                  settings: TrainSettings, rng: np.random.Generator, log: Callable[[str], None]) -> None:
+    """A curriculum: the image tower learns the scene attributes (shape above all, by `attribute_mix`) from
+    the probes alone, before the captions and the image-to-image term take over."""
+    opt = torch.optim.AdamW([*visual.parameters(), *probes.parameters()], lr=settings.lr, weight_decay=0.05)
+    batch = min(settings.batch_size, len(pixels))
+    started = time.time()
+    for step in range(settings.probe_steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * min(1.0, (step + 1) / settings.warmup)
+        idx = rng.choice(len(pixels), batch, replace=False)
+        images = augment_batch(_tensor(pixels[idx]), rng, full=settings.augment)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            features = nn.functional.normalize(visual(images), dim=-1)
+        loss = _probe_loss(probes, PROBE_SCALE * features.float(), torch.from_numpy(attributes[idx]), settings.attribute_mix)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 or step == settings.probe_steps - 1:
+            log(f"probes first: step {step + 1}/{settings.probe_steps}  loss {float(loss.detach()):.3f}  {time.time() - started:.0f} s")
 
 
 # ---- features, heads and metrics ----------------------------------------------------------------------
@@ -424,8 +467,7 @@ class _FeatureRows:
 
 
 def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), log: Callable[[str], None] = print) -> dict:
-    """Train the tiny CLIP and its heads; write the folder open_clip reloads offline. Returns the metrics."""
-    import open_clip
+    """Train the tiny CLIP and its heads; write the folder the pipeline reloads offline. Returns the metrics."""
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -452,9 +494,7 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
         save_open_clip_dir(model, settings.arch, out)
         clip_s = None
     # evaluate the weights as shipped (fp16 storage), reloaded the way the pipeline loads them
-    model = open_clip.create_model(f"local-dir:{out}")
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    model, tokenizer = load_model_dir(out)
     metrics: dict = {"render_s": round(render_s, 1), **train_metrics}
     if settings.heads:
         heads_started = time.time()
@@ -475,6 +515,27 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
     return metrics
 
 
+def parse_attribute_mix(text: str) -> tuple[float, ...]:
+    """"shape=4,count=1" -> the probes' weights in ATTRIBUTES order (unnamed attributes weigh 1)."""
+    weights = dict.fromkeys(ATTRIBUTES, 1.0)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name.strip() not in weights or weight < 0:
+            raise UserError(f"--attribute-mix {text!r}: write name=weight pairs of {', '.join(ATTRIBUTES)}, e.g. shape=4,count=1")
+        weights[name.strip()] = weight
+    if not sum(weights.values()):
+        raise UserError(f"--attribute-mix {text!r}: at least one weight must be above 0")
+    return tuple(weights.values())
+
+
+def format_attribute_mix(mix: tuple[float, ...]) -> str:
+    return ",".join(f"{name}={weight:g}" for name, weight in zip(ATTRIBUTES, mix, strict=True))
+
+
 def model_card(settings: TrainSettings, metrics: dict) -> str:
     heads = metrics.get("heads", {})
     head_rows = "\n".join(
@@ -482,30 +543,38 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
     )
     default = TrainSettings()
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight") and v != getattr(default, k)]
-    flags += [f"--{k}" for k in ("siblings", "lookalikes", "augment") if getattr(settings, k)]
+             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight",
+                      "probe_steps") and v != getattr(default, k)]
+    flags += [f"--{k.replace('_', '-')}" for k in (*PAIRINGS, "augment") if getattr(settings, k)]
+    if tuple(settings.attribute_mix) != default.attribute_mix:
+        flags.append(f"--attribute-mix {format_attribute_mix(settings.attribute_mix)}")
     augmentation = "random mirroring, upside-down flips and reframing" if settings.augment else "random flips"
     if settings.siblings:
         augmentation += " (scenes in pairs one attribute apart, batched together)"
     if settings.lookalikes:
         augmentation += " (scenes in pairs of the same colours and texture, another shape or count and layout, batched together)"
+    if settings.shape_siblings:
+        augmentation += " (scenes in pairs: half the same scene with another shape, half lookalikes, batched together)"
     if settings.instance_weight:
         augmentation += f"; an image-to-image contrastive term (weight {settings.instance_weight})"
     if settings.attribute_weight:
-        augmentation += f"; linear probes of each scene attribute on the image embedding (weight {settings.attribute_weight})"
+        augmentation += f"; linear probes of each scene attribute on the image embedding (weight {settings.attribute_weight}"
+        if tuple(settings.attribute_mix) != default.attribute_mix:
+            augmentation += f", mixed {format_attribute_mix(settings.attribute_mix)}"
+        augmentation += ")"
     return f"""# {settings.arch} (builtin)
 
 A tiny open_clip CLIP trained from scratch on the project's synthetic world, so the pipeline runs with
 nothing downloaded. It knows rendered shapes, colours, counts, textures and backgrounds — nothing else.
 Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 
-- Architecture: `{settings.arch}` (curation/models/configs/{settings.arch}.json): ViT image tower
+- Architecture: `{settings.arch}` (curation/models/configs/{settings.arch}.json): ViT image tower{" with a convolutional stem (curation/models/towers.py)" if settings.arch in CONV_STEMS else ""}
   ({model_image_size(settings.arch)} px), text transformer with open_clip's bundled tokenizer; weights stored as fp16 safetensors
   ({metrics['weights_bytes'] / 1e6:.1f} MB).
 - Data: {settings.images} synthetic scenes rendered from seed {settings.seed} (JPEG, decoded by the pipeline's
   decode path), {int(TRAIN_MIX[1] * 100)} % each with the unsafe motif, a watermark or low aesthetics (captions
   mention it 80 % of the time); fresh templated captions and {augmentation} every step.
-- Training: {settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
+- Training: {f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
   + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
   training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).
 - Command: `{' '.join(['curate train-clip --output curation/models/assets/' + settings.arch, *flags])}`.

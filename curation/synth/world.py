@@ -125,6 +125,11 @@ def sibling_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     return replace(scene, **{attribute: _pick(rng, choices)})
 
 
+def shape_sibling(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene with another shape and nothing else changed (same layout): told apart by form alone."""
+    return replace(scene, shape=_pick(rng, tuple(s for s in SHAPES if s != scene.shape)))
+
+
 def lookalike_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     """Another scene of the same colours and texture: another shape or count (or both) and another
     layout. Two such scenes are what an embedding that sees colour before form confuses most."""

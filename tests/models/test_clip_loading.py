@@ -11,6 +11,7 @@ import torch
 from curation.config import ModelConfig
 from curation.errors import UserError
 from curation.models.clip import builtin_dir, load_clip, model_info, save_open_clip_dir
+from curation.models.towers import load_model_dir
 
 BUILTIN_MAX_BYTES = 20_000_000
 
@@ -23,8 +24,8 @@ def test_builtin_model_is_the_default_and_small():
     weights = builtin_dir("curation-tiny") / "open_clip_model.safetensors"
     assert weights.stat().st_size <= BUILTIN_MAX_BYTES
     assert (builtin_dir("curation-tiny") / "MODEL_CARD.md").is_file()
-    # the shipped folder is what open_clip itself reloads offline
-    model = open_clip.create_model(f"local-dir:{builtin_dir('curation-tiny')}")
+    # the shipped folder reloads offline by itself (its metadata names the architecture)
+    model, _ = load_model_dir(builtin_dir("curation-tiny"))
     loaded = load_clip(cfg).model
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name

@@ -1,10 +1,9 @@
-"""A shortened `curate train-clip` run writes a folder that open_clip and the pipeline reload offline."""
+"""A shortened `curate train-clip` run writes a folder the pipeline reloads offline."""
 
 from __future__ import annotations
 
 import json
 
-import open_clip
 import pytest
 from click.testing import CliRunner
 
@@ -12,6 +11,7 @@ from curation.cli import main
 from curation.config import HeadConfig, ModelConfig
 from curation.models.clip import load_clip
 from curation.models.heads import load_head
+from curation.models.towers import ConvStem, load_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,9 @@ def test_short_train_clip_run_gives_a_loadable_folder(tmp_path):
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert {"open_clip_config.json", "open_clip_model.safetensors", "MODEL_CARD.md", "metrics.json", "heads"} <= names
-    model = open_clip.create_model(f"local-dir:{out}")
+    model, _ = load_model_dir(out)
     assert model.visual.image_size == (64, 64)
+    assert isinstance(model.visual.conv1, ConvStem)
     clip = load_clip(ModelConfig(pretrained=str(out), threads=1))
     assert clip.info.embed_dim == 128
     for name in ("unsafe", "watermark", "aesthetic"):
@@ -64,6 +65,36 @@ def test_lookalike_training_images_share_colours_and_texture_but_not_form_or_lay
         assert (first.shape, first.count) != (second.shape, second.count)
         assert first.layout_seed != second.layout_seed
     assert all((data.pixels[i] != data.pixels[i + 1]).any() for i in range(0, 12, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shape_sibling_pairs_are_another_shape_at_the_same_layout_or_a_lookalike(seed):
+    from curation.models.train_clip import render_set
+
+    data = render_set(40, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="shape_siblings")
+    kinds = []
+    for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
+        assert (first.colour, first.background, first.texture) == (second.colour, second.background, second.texture)
+        changed = {k for k, v in first.attributes().items() if second.attributes()[k] != v}
+        if first.layout_seed == second.layout_seed:
+            assert changed == {"shape"}
+            kinds.append("shape sibling")
+        else:
+            assert changed and changed <= {"shape", "count"}
+            kinds.append("lookalike")
+    assert set(kinds) == {"shape sibling", "lookalike"}
+
+
+def test_attribute_mix_is_parsed_by_name_and_bad_ones_name_the_fix():
+    from curation.errors import UserError
+    from curation.models.train_clip import ATTRIBUTES, format_attribute_mix, parse_attribute_mix
+
+    mix = parse_attribute_mix("shape=4, colour=0.5,background=0.5")
+    assert mix == (4.0, 0.5, 1.0, 1.0, 0.5) and len(mix) == len(ATTRIBUTES)
+    assert parse_attribute_mix(format_attribute_mix(mix)) == mix
+    for bad in ("shap=2", "shape=-1", "shape=big", "shape=0,colour=0,count=0,texture=0,background=0"):
+        with pytest.raises(UserError, match="--attribute-mix"):
+            parse_attribute_mix(bad)
 
 
 def test_siblings_and_lookalikes_together_is_a_user_error():
@@ -110,3 +141,19 @@ def test_attribute_probes_learn_each_scene_attribute_from_the_embedding():
     assert metrics["final_attribute_loss"] < 0.75 * chance
     _, without = train_model(data, TrainSettings(steps=2, batch_size=32, warmup=1, heads=False), log=lambda _: None)
     assert "final_attribute_loss" not in without
+
+
+def test_probes_first_teach_the_tower_before_the_captions_arrive():
+    import numpy as np
+
+    from curation.models.train_clip import ATTRIBUTES, TrainSettings, render_set, train_model
+
+    data = render_set(64, seed=4, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="shape_siblings")
+    lines: list[str] = []
+    settings = TrainSettings(steps=1, probe_steps=40, batch_size=32, warmup=4, shape_siblings=True, attribute_weight=4.0,
+                             attribute_mix=(4.0, 0.5, 1.0, 1.0, 0.5), heads=False)
+    _, metrics = train_model(data, settings, log=lines.append)
+    assert sum("probes first" in line for line in lines) == 3  # steps 1, 21 and 40
+    chance = np.average([np.log(len(v)) for v in ATTRIBUTES.values()], weights=settings.attribute_mix)
+    # after a single CLIP step, the probes already read the attributes the first phase taught the tower
+    assert metrics["final_attribute_loss"] < 0.75 * chance
