@@ -123,11 +123,15 @@ def demo(output_dir: str, rows: int) -> None:
 @click.option("--attribute-mix", default="", help="The probes' relative weights, e.g. shape=4,count=1 (unnamed ones weigh 1).")
 @click.option("--probe-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Steps of the image tower with the probes alone before the CLIP training (needs --attribute-weight).")
+@click.option("--init-from", default=None, type=click.Path(file_okay=False),
+              help="Go on training the CLIP of this folder (one curate train-clip wrote) instead of a fresh one.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Peak learning rate (lower it to go on training with --init-from).")
 def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: int, head_images: int,
                eval_pairs: int, no_heads: bool, heads_only: bool, siblings: bool, lookalikes: bool, shape_siblings: bool,
                augment: bool, instance_weight: float, instance_temperature: float, attribute_weight: float,
-               attribute_mix: str, probe_steps: int) -> None:
-    """Train the tiny CLIP (and its heads) from scratch on the synthetic world (~9 min on 2 cores)."""
+               attribute_mix: str, probe_steps: int, init_from: str | None, lr: float) -> None:
+    """Train the tiny CLIP (and its heads) on the synthetic world, from scratch or further with --init-from."""
     from curation.models.train_clip import TrainSettings, parse_attribute_mix, train_clip as run
 
     if probe_steps and not attribute_weight:
@@ -138,7 +142,7 @@ def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: 
                              heads_only=heads_only, siblings=siblings, lookalikes=lookalikes,
                              shape_siblings=shape_siblings, augment=augment, instance_weight=instance_weight,
                              instance_temperature=instance_temperature, attribute_weight=attribute_weight,
-                             attribute_mix=mix, probe_steps=probe_steps)
+                             attribute_mix=mix, probe_steps=probe_steps, init_from=init_from, lr=lr)
     run(output_dir, settings, log=click.echo)
     click.echo(f"wrote {output_dir} (reload it with model.pretrained: {output_dir})")
 

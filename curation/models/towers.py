@@ -71,6 +71,14 @@ def create_model(arch: str, pretrained: str | None = None, device: torch.device 
 
 def load_model_dir(folder: Path) -> tuple[nn.Module, object]:
     """The model and tokenizer of a folder written by `save_open_clip_dir`, in eval mode."""
+    arch = model_dir_arch(folder)
+    model = create_model(arch, pretrained=str(Path(folder) / WEIGHTS_FILE))
+    model.eval()
+    return model, open_clip.get_tokenizer(arch)
+
+
+def model_dir_arch(folder: Path) -> str:
+    """The architecture a folder written by `save_open_clip_dir` holds (from its weights' metadata)."""
     from safetensors import safe_open
 
     weights = Path(folder) / WEIGHTS_FILE
@@ -78,9 +86,7 @@ def load_model_dir(folder: Path) -> tuple[nn.Module, object]:
         arch = (handle.metadata() or {}).get("arch")
     if not arch:
         raise ValueError(f"{weights} names no architecture in its metadata: rewrite it with `curate train-clip`")
-    model = create_model(arch, pretrained=str(weights))
-    model.eval()
-    return model, open_clip.get_tokenizer(arch)
+    return arch
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

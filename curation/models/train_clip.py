@@ -43,7 +43,7 @@ from curation.models.clip import (
     save_open_clip_dir,
 )
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
-from curation.models.towers import CONV_STEMS, create_model, load_model_dir
+from curation.models.towers import CONV_STEMS, create_model, load_model_dir, model_dir_arch
 from curation.synth import effects
 from curation.synth.defects import planter_rng
 from curation.synth.world import (
@@ -96,6 +96,7 @@ class TrainSettings:
     attribute_weight: float = 0.0  # a linear probe per scene attribute on the image embedding, trained along
     attribute_mix: tuple[float, ...] = (1.0,) * len(ATTRIBUTES)  # the probes' relative weights, in ATTRIBUTES order
     probe_steps: int = 0  # steps of the image tower with the probes alone, before the CLIP training
+    init_from: str | None = None  # a folder `curate train-clip` wrote: go on training that CLIP instead of a fresh one
 
     @property
     def pairing(self) -> str | None:
@@ -267,7 +268,7 @@ def train_contrastive(
     import open_clip
 
     torch.manual_seed(settings.seed)
-    model = create_model(settings.arch)
+    model = starting_model(settings)
     model.train()
     tokenizer = open_clip.get_tokenizer(settings.arch)
     probes = None
@@ -335,6 +336,20 @@ def train_contrastive(
     if probe_losses:  # mean cross-entropy of the attribute probes (log of the class count at the start)
         metrics["final_attribute_loss"] = round(float(np.mean(probe_losses[-20:])), 4)
     return model, metrics
+
+
+def starting_model(settings: TrainSettings) -> nn.Module:
+    """A fresh model of `settings.arch`, or with `init_from` the CLIP of that folder, to train further."""
+    if settings.init_from is None:
+        return create_model(settings.arch)
+    folder = Path(settings.init_from)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise UserError(f"--init-from {folder} holds no trained CLIP ({WEIGHTS_FILE}): give a folder curate train-clip wrote")
+    arch = model_dir_arch(folder)
+    if arch != settings.arch:
+        raise UserError(f"--init-from {folder} holds a {arch}, not a {settings.arch}: give a folder of the same architecture")
+    model, _ = load_model_dir(folder)
+    return model.float().train()  # the stored fp16 weights, trained on in fp32 as a fresh model is
 
 
 def _probe_loss(probes: nn.ModuleList, features: torch.Tensor, truth: torch.Tensor, mix: tuple[float, ...]) -> torch.Tensor:
@@ -481,7 +496,7 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
             raise UserError(f"--heads-only: {out} holds no trained CLIP ({WEIGHTS_FILE}): train one first")
         previous = json.loads((out / "metrics.json").read_text())
         settings = TrainSettings(**{**previous["settings"], "heads": True, "heads_only": False})
-        train_metrics = {k: previous["metrics"][k] for k in ("render_s", "final_loss", "train_s")}
+        train_metrics = {k: previous["metrics"][k] for k in ("render_s", "final_loss", "train_s", "earlier_commands") if k in previous["metrics"]}
         render_s = train_metrics.pop("render_s")
         clip_s = previous["metrics"]["total_s"] - previous["metrics"].get("heads_s", 0.0)
     else:
@@ -489,7 +504,10 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
         train = render_set(settings.images, seed=settings.seed, stream="clip-train", mix=TRAIN_MIX, size=size,
                            workers=settings.workers, pairing=settings.pairing)
         render_s = time.time() - started
+        earlier = earlier_commands(settings.init_from)  # read before the output folder (maybe that one) is rewritten
         model, train_metrics = train_model(train, settings, log)
+        if earlier:
+            train_metrics["earlier_commands"] = earlier
         del train
         save_open_clip_dir(model, settings.arch, out)
         clip_s = None
@@ -536,18 +554,34 @@ def format_attribute_mix(mix: tuple[float, ...]) -> str:
     return ",".join(f"{name}={weight:g}" for name, weight in zip(ATTRIBUTES, mix, strict=True))
 
 
+def training_command(settings: TrainSettings) -> str:
+    """The `curate train-clip` command line that trains with `settings`, into the shipped model's folder."""
+    default = TrainSettings()
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
+             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight",
+                      "probe_steps", "lr", "init_from") and v != getattr(default, k)]
+    flags += [f"--{k.replace('_', '-')}" for k in (*PAIRINGS, "augment") if getattr(settings, k)]
+    if tuple(settings.attribute_mix) != default.attribute_mix:
+        flags.append(f"--attribute-mix {format_attribute_mix(settings.attribute_mix)}")
+    return " ".join(["curate train-clip --output curation/models/assets/" + settings.arch, *flags])
+
+
+def earlier_commands(init_from: str | None) -> list[str]:
+    """The commands that trained the CLIP an `--init-from` run starts from, first first (from its metrics.json)."""
+    metrics_file = Path(init_from) / "metrics.json" if init_from else None
+    if metrics_file is None or not metrics_file.is_file():
+        return []
+    earlier = json.loads(metrics_file.read_text())
+    settings = TrainSettings(**{**earlier["settings"], "attribute_mix": tuple(earlier["settings"]["attribute_mix"])})
+    return [*earlier["metrics"].get("earlier_commands", []), training_command(settings)]
+
+
 def model_card(settings: TrainSettings, metrics: dict) -> str:
     heads = metrics.get("heads", {})
     head_rows = "\n".join(
         f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['auc']:.4f} |" for name, m in heads.items()
     )
     default = TrainSettings()
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight",
-                      "probe_steps") and v != getattr(default, k)]
-    flags += [f"--{k.replace('_', '-')}" for k in (*PAIRINGS, "augment") if getattr(settings, k)]
-    if tuple(settings.attribute_mix) != default.attribute_mix:
-        flags.append(f"--attribute-mix {format_attribute_mix(settings.attribute_mix)}")
     augmentation = "random mirroring, upside-down flips and reframing" if settings.augment else "random flips"
     if settings.siblings:
         augmentation += " (scenes in pairs one attribute apart, batched together)"
@@ -574,10 +608,10 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 - Data: {settings.images} synthetic scenes rendered from seed {settings.seed} (JPEG, decoded by the pipeline's
   decode path), {int(TRAIN_MIX[1] * 100)} % each with the unsafe motif, a watermark or low aesthetics (captions
   mention it 80 % of the time); fresh templated captions and {augmentation} every step.
-- Training: {f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
+- Training: {f"continued from the CLIP in {Path(settings.init_from).name}/ (its own card: how it was trained), " if settings.init_from else ""}{f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
   + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
   training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).
-- Command: `{' '.join(['curate train-clip --output curation/models/assets/' + settings.arch, *flags])}`.
+- Command{"s, in turn" if metrics.get("earlier_commands") else ""}: {"; then ".join(f"`{c}`" for c in [*metrics.get("earlier_commands", []), training_command(settings)])}.
 
 ## Metrics (held-out pairs from seed {settings.eval_seed}, never seen in training)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from curation.cli import main
 from curation.config import HeadConfig, ModelConfig
 from curation.models.clip import load_clip
 from curation.models.heads import load_head
-from curation.models.towers import ConvStem, load_model_dir
+from curation.models.towers import ConvStem, create_model, load_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,30 @@ def test_short_train_clip_run_gives_a_loadable_folder(tmp_path):
     assert 0.0 <= metrics["retrieval_r1_100"] <= 1.0
     # a head trained here plugs into the pipeline by path
     HeadConfig(name="unsafe", weights=str(out / "heads" / "unsafe.safetensors"), threshold=0.5)
+
+
+def test_init_from_goes_on_training_that_clip_and_a_bad_folder_names_the_fix(tmp_path):
+    short = ["--images", "64", "--batch-size", "16", "--eval-pairs", "100", "--no-heads"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    result = CliRunner().invoke(main, ["train-clip", "--output", str(first), "--steps", "2", *short])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        main, ["train-clip", "--output", str(second), "--steps", "1", "--lr", "1e-9", "--init-from", str(first), "--seed", "3", *short]
+    )
+    assert result.exit_code == 0, result.output
+    before, after = load_model_dir(first)[0].state_dict(), load_model_dir(second)[0].state_dict()
+    fresh = create_model("curation-tiny").state_dict()
+    name = "visual.proj"
+    assert torch.allclose(before[name].float(), after[name].float(), atol=1e-3)  # one step at a tiny lr: the same CLIP
+    assert not torch.allclose(fresh[name].float(), after[name].float(), atol=1e-3)
+    card = (second / "MODEL_CARD.md").read_text()
+    assert "continued from the CLIP in first/" in card
+    # the card gives the whole recipe: the command that trained `first`, then this one
+    assert "--steps 2 --batch-size 16" in card and "then `curate train-clip" in card and f"--init-from {first}" in card
+
+    result = CliRunner().invoke(main, ["train-clip", "--output", str(tmp_path / "third"), "--init-from", str(tmp_path), *short])
+    assert result.exit_code != 0
+    assert "holds no trained CLIP" in result.output and "give a folder curate train-clip wrote" in result.output
 
 
 @pytest.mark.parametrize("seed", [0, 1])
