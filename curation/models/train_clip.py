@@ -608,7 +608,7 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 - Data: {settings.images} synthetic scenes rendered from seed {settings.seed} (JPEG, decoded by the pipeline's
   decode path), {int(TRAIN_MIX[1] * 100)} % each with the unsafe motif, a watermark or low aesthetics (captions
   mention it 80 % of the time); fresh templated captions and {augmentation} every step.
-- Training: {f"continued from the CLIP in {Path(settings.init_from).name}/ (its own card: how it was trained), " if settings.init_from else ""}{f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
+- Training: {f"continued from the CLIP in {Path(settings.init_from).name}/ (trained as the commands before the last one below say), " if settings.init_from else ""}{f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
   + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
   training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).
 - Command{"s, in turn" if metrics.get("earlier_commands") else ""}: {"; then ".join(f"`{c}`" for c in [*metrics.get("earlier_commands", []), training_command(settings)])}.
