@@ -92,12 +92,10 @@ class RawSample:
 def read_shard(shard: Shard, storage_options: dict | None = None) -> pa.Table:
     storage_options = storage_options or {}
     if shard.format == "webdataset":
-        samples = _read_tar(shard, storage_options)
-    elif shard.url.endswith(".parquet"):
-        samples = _read_parquet(shard, storage_options)
-    else:
-        samples = _read_url_table(shard, storage_options)
-    return _to_table(shard, samples)
+        return _to_table(shard, _read_tar(shard, storage_options))
+    if shard.url.endswith(".parquet"):
+        return _to_table(shard, *_read_parquet(shard, storage_options))
+    return _to_table(shard, *_read_url_table(shard, storage_options))
 
 
 def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.ChunkedArray:
@@ -108,10 +106,7 @@ def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.C
     if shard.format != "webdataset" and shard.url.endswith(".parquet"):
         try:
             parquet = pq.ParquetFile(pa.BufferReader(_read_bytes(shard, storage_options)))
-            values = parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0)
-            if pa.types.is_struct(values.type):  # a Hugging Face image struct {"bytes": ..., "path": ...}
-                values = pc.struct_field(values, "bytes")
-            return values.cast(pa.binary())
+            return image_values(parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0))
         except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
             pass
     return read_shard(shard, storage_options).column("image")
@@ -295,37 +290,41 @@ def _read_bytes(shard: Shard, storage_options: dict) -> bytes:
         return f.read()
 
 
-def _read_parquet(shard: Shard, storage_options: dict) -> list[RawSample]:
+def _read_parquet(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
     data = _read_bytes(shard, storage_options)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         names = parquet.schema_arrow.names
     except Exception:  # noqa: BLE001 - any unparsable footer is the same damage
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
+        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
     parquet_kind(parquet.schema_arrow, shard.url)  # neither image nor url column: a UserError
     columns = _table_columns(names)
     samples: list[RawSample] = []
+    images: list[pa.ChunkedArray] = []
     position = 0
     for i in range(parquet.num_row_groups):
         rows = parquet.metadata.row_group(i).num_rows
         try:
-            table = parquet.read_row_group(i, columns=list(columns.values()))
+            table = parquet.read_row_group(i, columns=list(columns.values()), use_threads=False)
         except Exception:  # noqa: BLE001 - a corrupt page: keep the other row groups
             # One rejected row per row the footer says the group holds: the funnel still adds up.
             samples += [damage_row(f"!row-group-{i}-{j}", RejectReason.BROKEN_ROW_GROUP) for j in range(rows)]
+            images.append(_no_images(rows))
         else:
-            samples += _table_samples(table, columns, position)
+            group_samples, group_images = _table_samples(table, columns, position)
+            samples += group_samples
+            images.append(group_images)
         position += rows
-    return samples
+    return samples, pa.chunked_array([c for chunked in images for c in chunked.chunks], pa.binary())
 
 
-def _read_url_table(shard: Shard, storage_options: dict) -> list[RawSample]:
+def _read_url_table(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
     """A CSV or TSV URL list with a header line naming a `url` column."""
     data = _read_bytes(shard, storage_options)
     delimiter = url_list_delimiter(shard.url)
     names = header_columns(data[: 64 << 10], delimiter)
     if not names:
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
+        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
     bad_lines: list[RawSample] = []
 
     def on_invalid_row(row) -> str:
@@ -344,14 +343,14 @@ def _read_url_table(shard: Shard, storage_options: dict) -> list[RawSample]:
             convert_options=pacsv.ConvertOptions(column_types={name: pa.binary() for name in names}),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
+        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
     parquet_kind(table.schema, shard.url)
     # CSV cannot tell an empty cell from a missing one: an empty caption is missing (and never fetched).
-    samples = _table_samples(table, _table_columns(table.column_names), 0)
+    samples, images = _table_samples(table, _table_columns(table.column_names), 0)
     for sample in samples:
         if sample.caption == b"":
             sample.caption = None
-    return samples + bad_lines
+    return samples + bad_lines, pa.chunked_array([*images.chunks, *_no_images(len(bad_lines)).chunks], pa.binary())
 
 
 def _table_columns(names: list[str]) -> dict[str, str]:
@@ -365,27 +364,19 @@ def _table_columns(names: list[str]) -> dict[str, str]:
     return {role: column for role, column in found.items() if column}
 
 
-def _table_samples(table: pa.Table, columns: dict[str, str], position: int) -> list[RawSample]:
+def _table_samples(table: pa.Table, columns: dict[str, str], position: int) -> tuple[list[RawSample], pa.ChunkedArray]:
+    """The samples of a table's rows (without their image bytes) and the image bytes, one per row."""
     n = table.num_rows
-    values = {role: table.column(col).to_pylist() for role, col in columns.items()}
+    values = {role: table.column(col).to_pylist() for role, col in columns.items() if role != "image"}
     empty = [None] * n
-    images, captions = values.get("image", empty), values.get("caption", empty)
-    urls, keys = values.get("url", empty), values.get("key", empty)
+    captions, urls, keys = values.get("caption", empty), values.get("url", empty), values.get("key", empty)
     pending = "image" not in columns
     samples = []
     for i in range(n):
         url = clean_url(urls[i])
         name = clean_name(keys[i]) or (url_name(url) if url else f"row{position + i:09d}")
-        samples.append(
-            RawSample(
-                name=name,
-                image=None if pending else image_bytes(images[i]),
-                caption=captions[i],
-                url=url,
-                pending_download=pending,
-            )
-        )
-    return samples
+        samples.append(RawSample(name=name, caption=captions[i], url=url, pending_download=pending))
+    return samples, _no_images(n) if pending else image_values(table.column(columns["image"]))
 
 
 # ---- values -----------------------------------------------------------------------------------------
@@ -435,11 +426,22 @@ def clean_caption(value: object) -> tuple[str | None, RejectReason | None]:
     return text, None
 
 
-def image_bytes(value: object) -> bytes | None:
-    """Image bytes from a cell: binary, or a Hugging Face image struct {"bytes": ..., "path": ...}."""
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    return bytes(value) if isinstance(value, (bytes, bytearray)) else None
+def image_values(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A table's image cells as binary, with no row-by-row work (a shard's image bytes are hundreds of
+    megabytes): binary cells as they are, a Hugging Face image struct {"bytes": ..., "path": ...} by its
+    bytes; cells of any other type (text, numbers) hold no image bytes."""
+    if pa.types.is_struct(column.type):
+        if column.type.get_field_index("bytes") < 0:
+            return _no_images(len(column))
+        column = pc.struct_field(column, "bytes")
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary, pa.types.is_binary_view)
+    if not any(is_type(column.type) for is_type in binary):
+        return _no_images(len(column))
+    return column.cast(pa.binary())
+
+
+def _no_images(rows: int) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.nulls(rows, pa.binary())])
 
 
 # ---- the raw table ----------------------------------------------------------------------------------
@@ -458,16 +460,21 @@ def unique_key(key: str, seen: set[str]) -> tuple[str, bool]:
     return key, True
 
 
-def _to_table(shard: Shard, samples: list[RawSample]) -> pa.Table:
-    columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names}
+def _to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
+    """The raw table of a shard's samples; `images` holds their image bytes (one per sample) where
+    they came from a table rather than from the samples themselves."""
+    if images is None:
+        images = pa.chunked_array([pa.array([sample.image for sample in samples], pa.binary())])
+    has_image = images.is_valid().to_numpy(zero_copy_only=False) if samples else []
+    columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names if name != "image"}
     seen: set[str] = set()
-    for sample in samples:
+    for sample, with_image in zip(samples, has_image):
         key, duplicate = unique_key(f"{shard.shard_id}/{sample.name}", seen)
         caption, caption_reason = clean_caption(sample.caption)
         reason = sample.reason
         if reason is None and duplicate:
             reason = RejectReason.DUPLICATE_KEY
-        if reason is None and sample.image is None and not sample.pending_download:
+        if reason is None and not with_image and not sample.pending_download:
             reason = RejectReason.MISSING_IMAGE
         if reason is None:
             reason = caption_reason
@@ -475,8 +482,8 @@ def _to_table(shard: Shard, samples: list[RawSample]) -> pa.Table:
         columns["source"].append(shard.shard_id)
         columns["url"].append(sample.url)
         columns["caption"].append(caption)
-        columns["image"].append(sample.image)
         columns["status"].append(Status.REJECTED.value if reason else Status.KEPT.value)
         columns["reject_reason"].append(reason.value if reason else None)
         columns["reject_stage"].append(Stage.READ.value if reason else None)
-    return pa.table(columns, schema=RAW_SCHEMA)
+    arrays = {name: pa.array(values, RAW_SCHEMA.field(name).type) for name, values in columns.items()}
+    return pa.table({**arrays, "image": images}, schema=RAW_SCHEMA).select(RAW_SCHEMA.names)

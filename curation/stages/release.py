@@ -65,6 +65,19 @@ class SourceChanged(Exception):
     """The input shard's bytes for a row are not those the score phase hashed."""
 
 
+def sha256_each(values: pa.Array) -> list[str | None]:
+    """The sha256 hex digest of each value of a binary array (None for a null), hashed where the array
+    holds them: no Python bytes object per value, no copy of what may be hundreds of megabytes."""
+    values = values.cast(pa.binary())
+    _, offsets, data = values.buffers()
+    if data is None:
+        return [None] * len(values)
+    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4).tolist()
+    view = memoryview(data)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    return [hashlib.sha256(view[ends[i] : ends[i + 1]]).hexdigest() if valid[i] else None for i in range(len(values))]
+
+
 def restore_source_bytes(table: pa.Table, source_images: pa.Array | pa.ChunkedArray) -> pa.Table:
     """Fill each null `image` of a scored shard that has a `sha256` with the bytes of that hash among
     `source_images` (the input shard's images, read again); raises SourceChanged naming the first row
@@ -76,7 +89,7 @@ def restore_source_bytes(table: pa.Table, source_images: pa.Array | pa.ChunkedAr
     if not len(rows):
         return table
     source_images = source_images.combine_chunks() if isinstance(source_images, pa.ChunkedArray) else source_images
-    index = {hashlib.sha256(data).hexdigest(): i for i, data in enumerate(source_images.to_pylist()) if data is not None}
+    index = {digest: i for i, digest in enumerate(sha256_each(source_images)) if digest is not None}
     positions = np.full(table.num_rows, -1, np.int64)
     for row, expected in zip(rows, table.column("sha256").take(rows).to_pylist()):
         if expected not in index:

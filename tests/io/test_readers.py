@@ -161,6 +161,23 @@ def test_parquet_keys_captions_and_hugging_face_image_structs(tmp_path):
     }
 
 
+@pytest.mark.parametrize(
+    ("column", "images"),
+    [
+        (pa.array([b"i1", None, b"i3"], pa.large_binary()), [b"i1", None, b"i3"]),
+        (pa.array([b"i1", b"i2", b"i3"], pa.binary(2)), [b"i1", b"i2", b"i3"]),  # fixed size
+        (pa.array(["i1", "i2", "i3"], pa.string()), [None, None, None]),  # text is no image bytes
+        (pa.array([{"path": "a.jpg"}] * 3, pa.struct([("path", pa.string())])), [None, None, None]),
+    ],
+)
+def test_parquet_image_columns_of_other_types(tmp_path, column, images):
+    table = pa.table({"jpg": column, "caption": ["a b c"] * 3, "key": ["k0", "k1", "k2"]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=2)  # two row groups
+    got = read_shard(list_shards(str(tmp_path))[0])
+    assert got.column("image").to_pylist() == images
+    assert got.column("reject_reason").to_pylist() == [None if i is not None else "missing_image" for i in images]
+
+
 def test_a_corrupt_row_group_costs_only_its_own_rows(tmp_path):
     table = pa.table({"jpg": [bytes([i]) * 2000 for i in range(6)], "caption": ["a b c"] * 6, "key": [f"k{i}" for i in range(6)]})
     buf = io.BytesIO()

@@ -26,6 +26,7 @@ from curation.stages.release import (
     mark_source_bytes,
     release_source_bytes,
     restore_source_bytes,
+    sha256_each,
 )
 
 
@@ -72,6 +73,12 @@ def test_restore_fills_by_hash_from_the_input_images_in_any_order():
     changed = pa.array([images[0], jpeg(9), images[2], images[1]], pa.binary())  # row 3's bytes are gone
     with pytest.raises(SourceChanged, match="s/3"):
         restore_source_bytes(scored, changed)
+
+
+def test_hashes_are_taken_in_place_of_any_slice_of_binary_values():
+    values = pa.array([jpeg(0), None, b"", jpeg(1), jpeg(2)], pa.binary())
+    for array in (values, values.slice(1), values.slice(3, 1), values.cast(pa.large_binary()), pa.nulls(2, pa.binary())):
+        assert sha256_each(array) == [hashlib.sha256(v).hexdigest() if v is not None else None for v in array.to_pylist()]
 
 
 def test_the_image_column_is_read_alone_from_parquet_and_whole_from_other_shards(tmp_path):
