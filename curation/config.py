@@ -216,6 +216,12 @@ class DedupConfig(_Section):
     )
     semantic: bool = True
     semantic_eps: float = Field(0.02, ge=0.0, le=1.0, description="Pairs with cosine >= 1 - eps are duplicates.")
+    semantic_text_eps: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="...and their captions' text embeddings at cosine >= 1 - this (null: images alone, as SemDeDup).",
+    )
     clusters: int | None = Field(None, ge=1, description="k-means clusters; default grows with the data.")
     sample_size: int = Field(100_000, ge=1, description="Rows sampled to fit the k-means centroids.")
     seed: int = 0
@@ -226,6 +232,9 @@ class DedupConfig(_Section):
     eval_sets: list[str] = Field(
         default_factory=list,
         description="Eval image sets (folders of images or img2dataset output) no kept pair may duplicate.",
+    )
+    eval_eps: float | None = Field(
+        None, ge=0.0, le=1.0, description="Cosine distance that makes a pair an eval image's copy (null: semantic_eps)."
     )
 
 

@@ -429,7 +429,8 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     d = cfg.dedup
     files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
     total_rows = sum(_parquet_rows(paths, f) for f in files)
-    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", "status", d.quality]))
+    text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
+    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", *text, "status", d.quality]))
     # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
     work = paths.work
 
@@ -479,6 +480,8 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
                 near_min_cosine=d.near_min_cosine,
                 semantic=d.semantic,
                 semantic_eps=d.semantic_eps,
+                semantic_text_eps=d.semantic_text_eps,
+                eval_eps=d.eval_eps,
                 against=list(d.against),
                 state_url=paths.output_url,
             )

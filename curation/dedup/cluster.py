@@ -1,6 +1,7 @@
 """Per-cluster dedup, for `groupby("cluster").map_groups(...)`: near, semantic and previous-refresh.
 
-Input: one k-means cluster of rows that survived exact dedup (key, sha256, phash, img_emb, quality).
+Input: one k-means cluster of rows that survived exact dedup (key, sha256, phash, img_emb, quality;
+txt_emb too with a semantic_text_eps).
 Rows are first compared with the rows kept by earlier refreshes in the same cluster (exact, near,
 semantic: `duplicate_of_previous_refresh`), then with each other (near by pHash, then semantic by
 cosine). The cluster's survivors, plus the earlier kept rows, are written as this run's state for the
@@ -16,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.dedup.decisions import DECISION_SCHEMA, empty_decisions
-from curation.dedup.prepare import embeddings, phashes
+from curation.dedup.prepare import embeddings, phashes, text_embeddings
 from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions
 from curation.dedup.near import near_pairs, phash_codes, range_pairs
 from curation.dedup.semantic import against_index_decisions, cluster_decisions
-from curation.dedup.state import STATE_COLUMNS, cluster_file, read_cluster_state
+from curation.dedup.state import cluster_file, read_cluster_state, state_rows
 from curation.io.commit import Location, parquet_bytes
 from curation.schema import DupKind
 
@@ -33,6 +34,8 @@ class ClusterDedup:
     near_min_cosine: float = 0.9
     semantic: bool = True
     semantic_eps: float = 0.02
+    semantic_text_eps: float | None = None  # captions must agree too (see dedup/semantic.py)
+    eval_eps: float | None = None  # eval images (no captions to agree): this eps, else semantic_eps
     against: list[str] = field(default_factory=list)
     state_url: str | None = None  # where this run's state goes (the output URL)
     eval_rows: pa.Table | None = None  # eval images (key, sha256, phash, img_emb, cluster)
@@ -65,14 +68,14 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
             embeddings(alive),
             alive.column(settings.quality).to_pylist(),
             eps=settings.semantic_eps,
+            text_emb=text_embeddings(alive),
+            text_eps=settings.semantic_text_eps,
         )
         decided.append(found)
         alive = _without(alive, found)
 
     if settings.state_url:
-        state = alive.select(STATE_COLUMNS)
-        if previous is not None:
-            state = pa.concat_tables([previous.cast(state.schema), state]).sort_by("key")
+        state = state_rows(alive, previous)
         Location.of(settings.state_url).write_bytes(parquet_bytes(state), cluster_file(cluster))
     tables = [t.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA) for t in decided if t.num_rows]
     return pa.concat_tables(tables) if tables else empty_decisions()
@@ -118,9 +121,11 @@ def _against(new: pa.Table, old: pa.Table, settings: ClusterDedup, kind: DupKind
         found.append(_near_old(rest, old, settings, kind))
         rest = _without(rest, found[-1])
     if settings.semantic and rest.num_rows:
+        eps = settings.eval_eps if kind is DupKind.EVAL and settings.eval_eps is not None else settings.semantic_eps
         found.append(
             against_index_decisions(
-                rest.column("key").to_pylist(), embeddings(rest), old_keys, embeddings(old), eps=settings.semantic_eps, kind=kind
+                rest.column("key").to_pylist(), embeddings(rest), old_keys, embeddings(old), eps=eps, kind=kind,
+                new_text=text_embeddings(rest), old_text=text_embeddings(old), text_eps=settings.semantic_text_eps,
             )
         )
     return pa.concat_tables([t.cast(DECISION_SCHEMA) for t in found])

@@ -11,10 +11,18 @@ import pyarrow.compute as pc
 from curation.schema import Status
 
 
-def embeddings(table: pa.Table) -> np.ndarray:
-    """The `img_emb` column as a float32 (rows, dim) array."""
-    column = table.column("img_emb").combine_chunks()
+def embeddings(table: pa.Table, column: str = "img_emb") -> np.ndarray:
+    """An embedding column (`img_emb`, or `txt_emb`) as a float32 (rows, dim) array."""
+    column = table.column(column).combine_chunks()
     return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+
+
+def text_embeddings(table: pa.Table) -> np.ndarray | None:
+    """The caption embeddings (`txt_emb`) as float32, or None where the table has none for some row
+    (rows kept by a refresh from before text embeddings were kept, eval images)."""
+    if "txt_emb" not in table.column_names or table.column("txt_emb").null_count:
+        return None
+    return embeddings(table, "txt_emb")
 
 
 def phashes(table: pa.Table) -> np.ndarray:

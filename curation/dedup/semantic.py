@@ -6,6 +6,9 @@ The three steps map onto Ray Data as the runner uses them: `fit_centroids` once 
 
 Embeddings are L2-normalised (`img_emb`, float16 in the records); cosine is the inner product. Rows whose
 cosine is >= 1 - eps are joined into one group (transitively); each group keeps its best-quality row.
+With a `text_eps`, a pair of image-text rows is a duplicate only when their captions' embeddings
+(`txt_emb`) are also at cosine >= 1 - text_eps: two look-alike pictures of different things, described
+as different things, are both kept (dedup.semantic_text_eps; off by default, as in SemDeDup).
 Memory stays bounded: embeddings are converted to float32 block by block, and the in-cluster similarity
 matrix is computed in row blocks of at most `PAIR_BLOCK_ENTRIES` entries.
 """
@@ -85,19 +88,33 @@ def similar_pairs(emb: np.ndarray, *, min_cosine: float) -> tuple[np.ndarray, np
     return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
 
 
+def captions_agree(
+    left_text: np.ndarray | None, right_text: np.ndarray | None, left: np.ndarray, right: np.ndarray, text_eps: float | None
+) -> np.ndarray:
+    """Which pairs (left[i], right[i]) have caption embeddings at cosine >= 1 - text_eps: all of them
+    without a text_eps or without caption embeddings on either side."""
+    if text_eps is None or left_text is None or right_text is None:
+        return np.ones(len(left), bool)
+    cosine = np.einsum("ij,ij->i", normalize(left_text[left]), normalize(right_text[right]))
+    return cosine >= cosine_threshold(text_eps)
+
+
 def cluster_decisions(
     keys: Sequence[str] | pa.Array,
     emb: np.ndarray,
     quality: Sequence[float | None] | np.ndarray,
     *,
     eps: float,
+    text_emb: np.ndarray | None = None,
+    text_eps: float | None = None,
 ) -> pa.Table:
-    """Decisions (kind semantic) for ONE cluster: rows with cosine >= 1 - eps form groups; each group
-    keeps its best-quality row (ties: smallest key)."""
+    """Decisions (kind semantic) for ONE cluster: rows with cosine >= 1 - eps (and, with a text_eps,
+    captions that agree) form groups; each group keeps its best-quality row (ties: smallest key)."""
     if len(keys) < 2:
         return empty_decisions()
     left, right = similar_pairs(emb, min_cosine=cosine_threshold(eps))
-    return pair_decisions(keys, quality, left, right, DupKind.SEMANTIC)
+    agree = captions_agree(text_emb, text_emb, left, right, text_eps)
+    return pair_decisions(keys, quality, left[agree], right[agree], DupKind.SEMANTIC)
 
 
 def against_index_decisions(
@@ -108,9 +125,13 @@ def against_index_decisions(
     *,
     eps: float,
     kind: DupKind | str = DupKind.PREVIOUS_REFRESH,
+    new_text: np.ndarray | None = None,
+    old_text: np.ndarray | None = None,
+    text_eps: float | None = None,
 ) -> pa.Table:
     """Each new row with an old row (kept by an earlier refresh, or an eval image) at cosine >= 1 - eps
-    is a duplicate of its most similar old row (ties: smallest old key). Old rows are never rejected."""
+    (and captions that agree, where both sides have caption embeddings and a text_eps is given) is a
+    duplicate of its most similar such old row (ties: smallest old key). Old rows are never rejected."""
     if not len(new_keys) or not len(old_keys):
         return empty_decisions()
     index = faiss.IndexFlatIP(old_emb.shape[1])
@@ -123,14 +144,9 @@ def against_index_decisions(
         queries.append(np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts))
         hits.append(found.astype(np.int64))
         sims.append(found_sims.astype(np.float64))
-    return nearest_old_decisions(
-        key_strings(new_keys),
-        key_strings(old_keys),
-        np.concatenate(queries),
-        np.concatenate(hits),
-        -np.concatenate(sims),
-        kind,
-    )
+    queries, hits, sims = np.concatenate(queries), np.concatenate(hits), np.concatenate(sims)
+    agree = captions_agree(new_text, old_text, queries, hits, text_eps)
+    return nearest_old_decisions(key_strings(new_keys), key_strings(old_keys), queries[agree], hits[agree], -sims[agree], kind)
 
 
 def semantic_dedup(
@@ -144,6 +160,8 @@ def semantic_dedup(
     sample_size: int = 100_000,
     niter: int = 20,
     timings: dict[str, float] | None = None,
+    text_emb: np.ndarray | None = None,
+    text_eps: float | None = None,
 ) -> pa.Table:
     """SemDeDup in one process: fit `k` centroids on a seeded sample, assign every row, and decide
     duplicates cluster by cluster. Rows sorted by key. `timings`, when given, receives the seconds of
@@ -167,7 +185,10 @@ def semantic_dedup(
         if stop - start < 2:
             continue
         rows = order[start:stop]
-        decided = cluster_decisions(keys.take(pa.array(rows)), emb[rows], quality[rows], eps=eps)
+        decided = cluster_decisions(
+            keys.take(pa.array(rows)), emb[rows], quality[rows], eps=eps,
+            text_emb=None if text_emb is None else text_emb[rows], text_eps=text_eps,
+        )
         if decided.num_rows:
             found.append(decided)
     clock.lap("clusters_s")

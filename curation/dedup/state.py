@@ -2,6 +2,7 @@
 
   centroids.parquet                 the k-means centroids every refresh in the chain assigns with
   kept/cluster=<c>.parquet          key, sha256, phash, img_emb of every row kept so far, by cluster
+                                    (and txt_emb, from runs with dedup.semantic_text_eps)
 
 A refresh run with `dedup.against: [<earlier output>]` reuses the earlier centroids, compares its new
 rows only with the earlier kept rows of the same cluster, and writes a state holding both.
@@ -18,6 +19,7 @@ from curation.io.commit import Location, parquet_bytes, read_parquet
 STATE_DIR = "_state"
 CENTROIDS = f"{STATE_DIR}/centroids.parquet"
 STATE_COLUMNS = ["key", "sha256", "phash", "img_emb"]
+TEXT_COLUMN = "txt_emb"  # kept where the run compared captions too
 
 
 def cluster_file(cluster: int) -> str:
@@ -54,9 +56,22 @@ def previous_centroids(against: list[str]) -> np.ndarray | None:
 
 
 def read_cluster_state(against: list[str], cluster: int) -> pa.Table | None:
+    """The rows earlier refreshes kept in `cluster`; txt_emb is null for rows of a state without it."""
     tables = []
     for url in against:
         location = Location.of(url)
         if location.exists(cluster_file(cluster)):
-            tables.append(read_parquet(location, cluster_file(cluster), columns=STATE_COLUMNS))
-    return pa.concat_tables(tables) if tables else None
+            table = read_parquet(location, cluster_file(cluster))
+            tables.append(table.select([c for c in (*STATE_COLUMNS, TEXT_COLUMN) if c in table.column_names]))
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def state_rows(alive: pa.Table, previous: pa.Table | None) -> pa.Table:
+    """This run's state for a cluster: the earlier kept rows and this run's survivors, by key."""
+    columns = [*STATE_COLUMNS, *([TEXT_COLUMN] if TEXT_COLUMN in alive.column_names else [])]
+    state = alive.select(columns)
+    if previous is None:
+        return state
+    if TEXT_COLUMN in columns and TEXT_COLUMN not in previous.column_names:
+        previous = previous.append_column(TEXT_COLUMN, pa.nulls(previous.num_rows, state.schema.field(TEXT_COLUMN).type))
+    return pa.concat_tables([previous.select(columns).cast(state.schema), state]).sort_by("key")

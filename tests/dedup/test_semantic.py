@@ -100,3 +100,37 @@ def test_against_index_new_rows_point_at_old_rows():
     out = against_index_decisions(["n"], old[7:8], ["old/b", "old/a"], twice, eps=0.0, kind=DupKind.EVAL)
     assert out.to_pylist() == [{"key": "n", "dup_of": "old/a", "dup_kind": "eval"}]
     assert against_index_decisions([], old[:0], old_keys, old, eps=0.02).num_rows == 0
+
+
+def test_captions_that_disagree_keep_look_alike_images_apart():
+    # Rows 0-1: one picture twice, described alike (a duplicate); rows 2-3: look-alike pictures of two
+    # different things (described differently). With a text_eps only the first pair is a duplicate.
+    rng = np.random.default_rng(5)
+    a, b = _unit(rng, 2)
+    image = normalize(np.stack([a, _near(a[None], rng, 0.1)[0], b, _near(b[None], rng, 0.1)[0]]))
+    text = normalize(np.stack([a, _near(a[None], rng, 0.05)[0], b, _unit(rng, 1)[0]]))
+    keys, quality = ["k0", "k1", "k2", "k3"], [0.5, 0.9, 0.5, 0.9]
+    images_alone = cluster_decisions(keys, image, quality, eps=0.05)
+    assert images_alone.column("key").to_pylist() == ["k0", "k2"]
+    both = cluster_decisions(keys, image, quality, eps=0.05, text_emb=text, text_eps=0.05)
+    assert both.column("key").to_pylist() == ["k0"] and both.column("dup_of").to_pylist() == ["k1"]
+    # the same against an earlier refresh's kept rows; old rows without captions: images alone
+    old = against_index_decisions(["k1", "k3"], image[[1, 3]], ["o0", "o2"], image[[0, 2]], eps=0.05,
+                                  new_text=text[[1, 3]], old_text=text[[0, 2]], text_eps=0.05)
+    assert old.column("key").to_pylist() == ["k1"] and old.column("dup_of").to_pylist() == ["o0"]
+    no_text = against_index_decisions(["k1", "k3"], image[[1, 3]], ["o0", "o2"], image[[0, 2]], eps=0.05,
+                                      new_text=text[[1, 3]], old_text=None, text_eps=0.05)
+    assert no_text.column("key").to_pylist() == ["k1", "k3"]
+
+
+def test_the_state_keeps_caption_embeddings_beside_an_older_state_without_them():
+    from curation.dedup.state import state_rows
+
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float16)), 4)
+    older = pa.table({"key": ["a"], "sha256": ["s"], "phash": pa.array([1], pa.uint64()), "img_emb": emb.slice(0, 1)})
+    alive = pa.table({"key": ["b"], "sha256": ["t"], "phash": pa.array([2], pa.uint64()), "img_emb": emb.slice(1, 1),
+                      "txt_emb": emb.slice(0, 1), "clip_score": [0.5]})
+    state = state_rows(alive, older)
+    assert state.column_names == ["key", "sha256", "phash", "img_emb", "txt_emb"]
+    assert state.column("key").to_pylist() == ["a", "b"] and state.column("txt_emb").null_count == 1
+    assert state_rows(alive.drop_columns(["txt_emb"]), older).column_names == ["key", "sha256", "phash", "img_emb"]
