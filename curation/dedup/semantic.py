@@ -36,10 +36,12 @@ def cosine_threshold(eps: float) -> float:
 
 
 def normalize(emb: np.ndarray) -> np.ndarray:
-    """Rows as float32 unit vectors (all-zero rows stay zero)."""
-    x = np.asarray(emb, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    """Rows as float32 unit vectors (all-zero rows stay zero), in one new array: no temporaries of the
+    whole block (squares, quotients), which cost as much as the float16 conversion itself."""
+    x = np.array(emb, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
 
 
 def fit_centroids(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.ndarray:
@@ -58,12 +60,13 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.
 
 
 def assign_clusters(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index (int64) of each row's nearest centroid by cosine."""
+    """Index (int64) of each row's nearest centroid by cosine. A row's length scales all its inner
+    products alike, so the rows are searched as they are (float32), not normalised first."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(normalize(centroids))
     labels = np.empty(len(emb), dtype=np.int64)
     for start in range(0, len(emb), ASSIGN_BLOCK):
-        _, found = index.search(normalize(emb[start : start + ASSIGN_BLOCK]), 1)
+        _, found = index.search(np.ascontiguousarray(emb[start : start + ASSIGN_BLOCK], dtype=np.float32), 1)
         labels[start : start + len(found)] = found[:, 0]
     return labels
 
