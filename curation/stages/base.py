@@ -44,6 +44,16 @@ def set_column(table: pa.Table, name: str, values, type_: pa.DataType | None = N
     return table.append_column(name, array)
 
 
+def binary_views(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memoryview | None]:
+    """The value boundaries (`ends[i]:ends[i + 1]` is value i) and the data buffer of a binary array,
+    for reading its values where Arrow holds them: no Python bytes object per value, no copy."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    values = values.cast(pa.binary())
+    _, offsets, data = values.buffers()
+    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4) if offsets is not None else np.zeros(1, np.int32)
+    return ends, (memoryview(data) if data is not None else None)
+
+
 def apply_rejections(table: pa.Table, reasons: list[RejectReason | None], stage: Stage) -> pa.Table:
     """Reject each row whose reason is not None; rows already rejected keep their first reason."""
     status = table.column("status").to_pylist()

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from curation.config import HeadConfig, ModelConfig
 from curation.schema import Stage, embedding_type
-from curation.stages.base import BatchStage, kept_mask, set_column
+from curation.stages.base import BatchStage, binary_views, kept_mask, set_column
 
 if TYPE_CHECKING:
     from curation.models.clip import LoadedClip
@@ -65,7 +65,7 @@ class EmbedStage(BatchStage):
         head_scores: dict[str, list] = {column: [None] * n for column in self._heads}
         rows = np.flatnonzero(kept_mask(table) & table.column("pixels").is_valid().to_numpy(zero_copy_only=False))
         if len(rows):
-            pixels = table.column("pixels").take(rows).to_pylist()
+            pixels = table.column("pixels").take(rows)
             captions = table.column("caption").take(rows).to_pylist()
             image, text, heads = self.embed(pixels, captions)
             cosine = (image * text).sum(axis=1)
@@ -82,25 +82,29 @@ class EmbedStage(BatchStage):
             table = set_column(table, column, values, pa.float32())
         return table.drop_columns(["pixels"])
 
-    def embed(self, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """L2-normalised image and text embeddings (float32) and each head's scores, in micro-batches."""
+    def embed(self, pixels: pa.Array | pa.ChunkedArray, captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """L2-normalised image and text embeddings (float32) and each head's scores, in micro-batches,
+        of `pixels` (one value per image, as the decode stage makes them) and their captions."""
         import torch
 
         with torch.inference_mode():
             return self._embed(torch, pixels, captions)
 
-    def _embed(self, torch, pixels: list[bytes], captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _embed(self, torch, pixels, captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         from curation.models.clip import prepare_images
 
         clip = self._clip
         size, step = self.image_size, self.model.batch_size
         images, texts = [], []
         heads: dict[str, list[np.ndarray]] = {column: [] for column in self._heads}
+        ends, data = binary_views(pixels)
+        flat = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
         for start in range(0, len(pixels), step):
-            chunk = np.frombuffer(b"".join(pixels[start : start + step]), dtype=np.uint8)
-            batch = torch.from_numpy(chunk.reshape(-1, size, size, 3))
-            if clip.device.type == "cuda":
-                batch = batch.pin_memory()
+            stop = min(len(pixels), start + step)
+            # One copy, from the Arrow column into memory the tensor owns (pinned for an asynchronous
+            # copy to the GPU): no Python bytes per image, no joined batch.
+            batch = torch.empty((stop - start, size, size, 3), dtype=torch.uint8, pin_memory=clip.device.type == "cuda")
+            batch.numpy().reshape(-1)[:] = flat[ends[start] : ends[stop]]
             batch = prepare_images(batch.to(clip.device, non_blocking=True), clip.mean, clip.std)
             tokens = clip.tokenizer(captions[start : start + step]).to(clip.device, non_blocking=True)
             with torch.autocast(clip.device.type, dtype=clip.amp_dtype, enabled=clip.amp_dtype is not None):

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.stages.base import BatchStage, set_column
+from curation.stages.base import BatchStage, binary_views, set_column
 
 IN_SOURCE = "_image_in_source"  # internal column: the row's `image` is the bytes its input shard holds
 
@@ -68,12 +68,10 @@ class SourceChanged(Exception):
 def sha256_each(values: pa.Array) -> list[str | None]:
     """The sha256 hex digest of each value of a binary array (None for a null), hashed where the array
     holds them: no Python bytes object per value, no copy of what may be hundreds of megabytes."""
-    values = values.cast(pa.binary())
-    _, offsets, data = values.buffers()
-    if data is None:
+    ends, view = binary_views(values)
+    if view is None:
         return [None] * len(values)
-    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4).tolist()
-    view = memoryview(data)
+    ends = ends.tolist()
     valid = values.is_valid().to_numpy(zero_copy_only=False)
     return [hashlib.sha256(view[ends[i] : ends[i + 1]]).hexdigest() if valid[i] else None for i in range(len(values))]
 

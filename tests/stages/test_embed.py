@@ -130,3 +130,14 @@ def test_feature_encoder_gives_what_encode_image_features_gives():
     for name in ("embedding", "tokens", "stem"):
         assert torch.allclose(getattr(got, name), getattr(expected, name), atol=1e-5), name
     assert torch.allclose(plain.embedding, expected.embedding, atol=1e-5) and plain.tokens is None
+
+
+def test_pixels_in_several_chunks_embed_as_one_contiguous_column(stage, recwarn):
+    """Pixels are read where Arrow holds them (micro-batches of 3 here cross the chunk boundaries),
+    into tensors of their own: no warning about tensors over read-only memory."""
+    whole = batch(9, seed=4)
+    pieces = pa.concat_tables([whole.slice(0, 4), whole.slice(4, 2), whole.slice(6)])  # three chunks
+    assert pieces.column("pixels").num_chunks == 3
+    reference = stage.process_batch(whole).column("img_emb").to_pylist()
+    assert stage.process_batch(pieces).column("img_emb").to_pylist() == reference
+    assert not [w for w in recwarn.list if "not writable" in str(w.message)]
