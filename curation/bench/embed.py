@@ -77,14 +77,16 @@ def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) ->
 
 def stage_in_pipeline(model_cfg, pixels: list[bytes], texts: list[str], size: int, block_rows: int) -> dict:
     from curation.config import Config
-    from curation.models.clip import model_info
+    from curation.models.clip import BUILTIN, model_info
     from curation.runner import run_actor_stages, start_ray
     from curation.stages.embed import EmbedStage
 
     info = model_info(model_cfg)
     # The actor only embeds here (pixels come decoded), as it does behind decoding tasks: one call at a time.
     model_cfg = model_cfg.model_copy(update={"calls_per_actor": 1})
-    cfg = Config(model=model_cfg, heads=() if model_cfg.arch != "curation-tiny" else Config().heads)
+    # The builtin heads, where they fit: they were trained on the shipped tiny CLIP's embeddings.
+    builtin = model_cfg.arch == "curation-tiny" and model_cfg.pretrained == BUILTIN
+    cfg = Config(model=model_cfg, heads=Config().heads if builtin else ())
     stage = EmbedStage(model=model_cfg, image_size=size, embed_dim=info.embed_dim, heads=cfg.heads)
     n = len(pixels)
     blocks = [

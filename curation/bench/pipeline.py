@@ -23,7 +23,8 @@ from curation.bench.common import captions, json_line, web_jpegs, write_parquet_
 
 
 def bare_decode_forward(cfg, images) -> dict:
-    """img/s of decode + forward in one process (after a warm-up batch)."""
+    """img/s of decode + forward in one process (after a warm-up batch), decoding as the job does: on
+    the CPU, or with `decode.device=gpu` by the device decoder on the model's device."""
     import numpy as np
     import torch
 
@@ -36,11 +37,18 @@ def bare_decode_forward(cfg, images) -> dict:
     clip = load_clip(cfg.model)
     texts = captions(len(images))
     step = cfg.model.batch_size
+    if cfg.decode.device == "gpu":  # the job's device decoder, on the model's device
+        from curation.stages.gpu_decode import GpuDecodeStage
+
+        device_decoder = GpuDecodeStage(image_size=size, max_pixels=cfg.decode.max_pixels, device=str(clip.device))
+        decode = lambda datas: device_decoder.decode_all(datas, [True] * len(datas))  # noqa: E731
+    else:
+        decode = lambda datas: [decode_image(data, size=size, max_pixels=cfg.decode.max_pixels) for data in datas]  # noqa: E731
 
     @torch.inference_mode()
     def run(count: int) -> None:
         for start in range(0, count, step):
-            decoded = [decode_image(data, size=size, max_pixels=cfg.decode.max_pixels) for data in images[start : start + step]]
+            decoded = decode(images[start : start + step])
             pixels = [d.pixels for d in decoded if isinstance(d, DecodedImage)]
             array = np.frombuffer(b"".join(pixels), np.uint8).reshape(-1, size, size, 3)
             batch = prepare_images(torch.from_numpy(array.copy()).to(clip.device), clip.mean, clip.std)

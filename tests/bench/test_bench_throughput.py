@@ -69,8 +69,9 @@ def test_bench_embed(ray_local):
 
 
 @pytest.mark.ray
-def test_bench_pipeline(ray_local):
-    figures, lines = last_json(["pipeline", "--n", "24", "--shard-size", "12", "--set", "model.batch_size=8", "--set", "decode.placement=tasks"])
+@pytest.mark.parametrize("decoding", ["decode.placement=tasks", "decode.device=gpu"])  # the device decoder runs on CPU here
+def test_bench_pipeline(ray_local, decoding):
+    figures, lines = last_json(["pipeline", "--n", "24", "--shard-size", "12", "--set", "model.batch_size=8", "--set", decoding])
     assert figures["bench"] == "pipeline" and figures["shards"] == 2
     assert figures["job_img_s"] > 0 and figures["bare_img_s"] > 0
     assert {"read", "decode", "embed", "commit"} <= set(figures["stages"])
