@@ -152,12 +152,16 @@ WARM_WORKERS = 8  # at most: task workers made ready while the score phase start
 
 @ray.remote(num_cpus=0)
 def _ready_task_worker() -> None:
-    """Import what the dedup and write tasks run (this module, pyarrow, Ray Data and the job come with
-    the function itself)."""
+    """Import what the dedup and write tasks run. Ray ships this function by value, so nothing comes
+    with it: Ray Data's task machinery (and pandas under it) is imported here too, about a second."""
     try:
+        import ray.data  # noqa: F401
+        import ray.data._internal.execution.operators.map_transformer  # noqa: F401 - what a map task runs
+
         import curation.dedup.cluster  # noqa: F401 - faiss and the dedup stages
         import curation.dedup.exact  # noqa: F401
         import curation.dedup.prepare  # noqa: F401
+        import curation.job  # noqa: F401 - the write phase
     except Exception:  # noqa: BLE001 - only a head start: the phase's own tasks import again and report
         pass
 
