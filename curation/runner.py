@@ -323,7 +323,13 @@ def run_actor_stages(cfg: Config, stages: list, blocks: list[pa.Table], columns:
     _init_ray(cfg)
     ds = ray.data.from_arrow(blocks)
     ds = _actor_pool(ds, stages, cfg).select_columns(columns)
-    return pa.concat_tables([ray.get(ref) for ref in ds.to_arrow_refs()])
+    try:
+        return pa.concat_tables([ray.get(ref) for ref in ds.to_arrow_refs()])
+    except Exception as exc:
+        user = user_error_in(exc)  # e.g. weights an actor could not load: one line, as a job says it
+        if user is not None:
+            raise user from None
+        raise
 
 
 def start_ray(cfg: Config) -> None:

@@ -87,6 +87,18 @@ def test_gpu_actors_on_a_cluster_without_gpus_is_a_user_error(ray_local):
 
 
 @pytest.mark.ray
+def test_a_user_error_in_the_benchmarks_actor_pool_is_one_line(ray_local):
+    """An actor that cannot set up its stages (builtin heads on random weights) fails the benchmark's
+    actor-pool run with the UserError itself, not Ray's traceback of the actor's death."""
+    from curation.runner import run_actor_stages
+
+    cfg, plan = plan_for("model.pretrained=null", "model.threads=1")
+    block = pa.table({"key": ["b/0"], "caption": ["a cat"], "pixels": pa.array([None], pa.binary()), "status": ["kept"]})
+    with pytest.raises(UserError, match="builtin head weights ship with model.pretrained builtin only"):
+        run_actor_stages(cfg, [plan.embed], [block], ["key"])
+
+
+@pytest.mark.ray
 def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, tmp_path):
     root, truth = small_world
     cfg = load_config(None, ["decode.device=gpu", "model.threads=1"])
