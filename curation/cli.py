@@ -36,7 +36,11 @@ def main() -> None:
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @click.option("--input", "input_url", required=True, help="Input shards: a directory or URL of img2dataset output.")
 @click.option("--output", "output_url", required=True, help="Output directory or URL.")
-@click.option("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 (else run.address, RAY_ADDRESS or a local Ray).")
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address, e.g. ray://head:10001 (else run.address, RAY_ADDRESS or a local Ray).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
 def run(config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...]) -> None:
     """Run a curation job described by CONFIG.yaml."""
@@ -51,12 +55,16 @@ def run(config_path: str, input_url: str, output_url: str, address: str | None, 
 
 @main.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
-@click.option("--input", "input_url", required=True, help="This refresh's new input shards (a directory or URL prefix).")
+@click.option(
+    "--input", "input_url", required=True, help="This refresh's new input shards (a directory or URL prefix)."
+)
 @click.option("--outputs", "root", required=True, help="Refresh root: dated outputs <root>/YYYY-MM-DD/ live here.")
 @click.option("--date", "date", default=None, help="This refresh's date, YYYY-MM-DD (default: today, UTC).")
 @click.option("--address", default=None, help="Ray cluster address (else run.address, RAY_ADDRESS or a local Ray).")
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
-def refresh(config_path: str, input_url: str, root: str, date: str | None, address: str | None, overrides: tuple[str, ...]) -> None:
+def refresh(
+    config_path: str, input_url: str, root: str, date: str | None, address: str | None, overrides: tuple[str, ...]
+) -> None:
     """A scheduled refresh: curate new input into <root>/<date>/, deduplicated against the latest
     complete earlier output under <root> (which stays untouched)."""
     from curation.config import load_config
@@ -81,7 +89,7 @@ def refresh(config_path: str, input_url: str, root: str, date: str | None, addre
 @click.option("--shard-size", default=500, show_default=True, type=click.IntRange(min=1))
 def synth(output_dir: str, rows: int, seed: int, fmt: str, shard_size: int) -> None:
     """Generate a synthetic world of image-text pairs with planted defects (and truth.json)."""
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     truth = generate(output_dir, rows=rows, seed=seed, fmt=fmt, shard_size=shard_size)
     click.echo(f"wrote {truth['rows']} pairs in {len(truth['shards'])} {fmt} shards to {output_dir} (+ truth.json)")
@@ -92,98 +100,213 @@ def synth(output_dir: str, rows: int, seed: int, fmt: str, shard_size: int) -> N
 @click.option("--rows", default=3000, show_default=True, type=click.IntRange(min=1))
 def demo(output_dir: str, rows: int) -> None:
     """Generate a small synthetic dataset and curate it with pipelines/demo.yaml."""
-    from curation.demo import run_demo
+    from curation.lab.demo import run_demo
 
     run_demo(Path(output_dir), rows=rows, log=click.echo)
 
 
 @main.command("train-clip")
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder to write (open_clip_config.json, open_clip_model.safetensors, heads/, MODEL_CARD.md).")
+@click.option(
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write (open_clip_config.json, open_clip_model.safetensors, heads/, MODEL_CARD.md).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--images", default=16_000, show_default=True, type=click.IntRange(min=1), help="Distinct training images.")
+@click.option(
+    "--images", default=16_000, show_default=True, type=click.IntRange(min=1), help="Distinct training images."
+)
 @click.option("--steps", default=320, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
 @click.option("--head-images", default=24_000, show_default=True, type=click.IntRange(min=10))
 @click.option("--eval-pairs", default=1_000, show_default=True, type=click.IntRange(min=100))
 @click.option("--no-heads", is_flag=True, help="Train the CLIP only.")
 @click.option("--heads-only", is_flag=True, help="Keep the CLIP in --output (and its settings); retrain its heads.")
-@click.option("--siblings", is_flag=True, help="Train on scene pairs one attribute apart, in the same batch (hard negatives).")
-@click.option("--lookalikes", is_flag=True,
-              help="Train on scene pairs of the same colours and texture with another shape or count and layout, in the same batch.")
-@click.option("--shape-siblings", is_flag=True,
-              help="Train on scene pairs, half the same scene with another shape (same layout), half lookalikes, in the same batch.")
-@click.option("--augment", is_flag=True, help="Also flip images upside down and reframe them at random (besides mirroring).")
-@click.option("--instance-weight", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="Weight of an image-to-image contrastive term (two augmented views of each image).")
-@click.option("--instance-temperature", default=0.05, show_default=True, type=click.FloatRange(min=0.001),
-              help="Temperature of the image-to-image term.")
-@click.option("--attribute-weight", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="Weight of linear probes that learn each scene's shape, colour, count, texture and background from the image embedding.")
-@click.option("--attribute-mix", default="", help="The probes' relative weights, e.g. shape=4,count=1 (unnamed ones weigh 1).")
-@click.option("--probe-steps", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Steps of the image tower with the probes alone before the CLIP training (needs --attribute-weight).")
-@click.option("--init-from", default=None, type=click.Path(file_okay=False),
-              help="Go on training the CLIP of this folder (one curate train-clip wrote) instead of a fresh one.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
-              help="Peak learning rate (lower it to go on training with --init-from).")
-def train_clip(output_dir: str, seed: int, images: int, steps: int, batch_size: int, head_images: int,
-               eval_pairs: int, no_heads: bool, heads_only: bool, siblings: bool, lookalikes: bool, shape_siblings: bool,
-               augment: bool, instance_weight: float, instance_temperature: float, attribute_weight: float,
-               attribute_mix: str, probe_steps: int, init_from: str | None, lr: float) -> None:
+@click.option(
+    "--siblings", is_flag=True, help="Train on scene pairs one attribute apart, in the same batch (hard negatives)."
+)
+@click.option(
+    "--lookalikes",
+    is_flag=True,
+    help="Train on scene pairs of the same colours and texture with another shape or count and layout, in the same batch.",
+)
+@click.option(
+    "--shape-siblings",
+    is_flag=True,
+    help="Train on scene pairs, half the same scene with another shape (same layout), half lookalikes, in the same batch.",
+)
+@click.option(
+    "--augment", is_flag=True, help="Also flip images upside down and reframe them at random (besides mirroring)."
+)
+@click.option(
+    "--instance-weight",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Weight of an image-to-image contrastive term (two augmented views of each image).",
+)
+@click.option(
+    "--instance-temperature",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Temperature of the image-to-image term.",
+)
+@click.option(
+    "--attribute-weight",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Weight of linear probes that learn each scene's shape, colour, count, texture and background from the image embedding.",
+)
+@click.option(
+    "--attribute-mix", default="", help="The probes' relative weights, e.g. shape=4,count=1 (unnamed ones weigh 1)."
+)
+@click.option(
+    "--probe-steps",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Steps of the image tower with the probes alone before the CLIP training (needs --attribute-weight).",
+)
+@click.option(
+    "--init-from",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Go on training the CLIP of this folder (one curate train-clip wrote) instead of a fresh one.",
+)
+@click.option(
+    "--lr",
+    default=1e-3,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Peak learning rate (lower it to go on training with --init-from).",
+)
+def train_clip(
+    output_dir: str,
+    seed: int,
+    images: int,
+    steps: int,
+    batch_size: int,
+    head_images: int,
+    eval_pairs: int,
+    no_heads: bool,
+    heads_only: bool,
+    siblings: bool,
+    lookalikes: bool,
+    shape_siblings: bool,
+    augment: bool,
+    instance_weight: float,
+    instance_temperature: float,
+    attribute_weight: float,
+    attribute_mix: str,
+    probe_steps: int,
+    init_from: str | None,
+    lr: float,
+) -> None:
     """Train the tiny CLIP (and its heads) on the synthetic world, from scratch or further with --init-from."""
-    from curation.models.train_clip import TrainSettings, parse_attribute_mix, train_clip as run
+    from curation.lab.train_clip import TrainSettings, parse_attribute_mix
+    from curation.lab.train_clip import train_clip as run
 
     if probe_steps and not attribute_weight:
         raise UserError("--probe-steps trains the attribute probes first: give --attribute-weight too")
     mix = parse_attribute_mix(attribute_mix) if attribute_mix else TrainSettings().attribute_mix
-    settings = TrainSettings(seed=seed, images=images, steps=steps, batch_size=batch_size, head_images=head_images,
-                             eval_pairs=eval_pairs, heads=not no_heads, warmup=min(30, max(1, steps // 10)),
-                             heads_only=heads_only, siblings=siblings, lookalikes=lookalikes,
-                             shape_siblings=shape_siblings, augment=augment, instance_weight=instance_weight,
-                             instance_temperature=instance_temperature, attribute_weight=attribute_weight,
-                             attribute_mix=mix, probe_steps=probe_steps, init_from=init_from, lr=lr)
+    settings = TrainSettings(
+        seed=seed,
+        images=images,
+        steps=steps,
+        batch_size=batch_size,
+        head_images=head_images,
+        eval_pairs=eval_pairs,
+        heads=not no_heads,
+        warmup=min(30, max(1, steps // 10)),
+        heads_only=heads_only,
+        siblings=siblings,
+        lookalikes=lookalikes,
+        shape_siblings=shape_siblings,
+        augment=augment,
+        instance_weight=instance_weight,
+        instance_temperature=instance_temperature,
+        attribute_weight=attribute_weight,
+        attribute_mix=mix,
+        probe_steps=probe_steps,
+        init_from=init_from,
+        lr=lr,
+    )
     run(output_dir, settings, log=click.echo)
     click.echo(f"wrote {output_dir} (reload it with model.pretrained: {output_dir})")
 
 
 @main.command("train-head")
 @click.option("--name", required=True, help="Head name, e.g. unsafe, watermark, aesthetic.")
-@click.option("--data", "data_paths", required=True, multiple=True, type=click.Path(exists=True),
-              help="Parquet file or folder with image bytes (image or jpg column); repeatable.")
+@click.option(
+    "--data",
+    "data_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Parquet file or folder with image bytes (image or jpg column); repeatable.",
+)
 @click.option("--label-column", default=None, help="Column holding the label (bool/0-1, or strings: see --positive).")
-@click.option("--truth", "truth_path", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="Label rows from a synthetic world's truth.json instead of a column.")
+@click.option(
+    "--truth",
+    "truth_path",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Label rows from a synthetic world's truth.json instead of a column.",
+)
 @click.option("--positive", default=None, help="Label value of the positive class (default: the head's name).")
 @click.option("--negate", is_flag=True, help="Score the absence of --positive (e.g. aesthetic = not low_aesthetic).")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False), help="Where to write the .safetensors head.")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config whose model section to use.")
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the .safetensors head.",
+)
+@click.option(
+    "--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config whose model section to use."
+)
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
-def train_head(name: str, data_paths: tuple[str, ...], label_column: str | None, truth_path: str | None,
-               positive: str | None, negate: bool, output_path: str, config_path: str | None,
-               overrides: tuple[str, ...]) -> None:
+def train_head(
+    name: str,
+    data_paths: tuple[str, ...],
+    label_column: str | None,
+    truth_path: str | None,
+    positive: str | None,
+    negate: bool,
+    output_path: str,
+    config_path: str | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Train a classifier head (small MLP over the embedding pass) from labelled Parquet."""
     from curation.config import load_config
-    from curation.models.train_head import HeadData, train_head_from_parquet
+    from curation.lab.train_head import HeadData, train_head_from_parquet
 
     cfg = load_config(config_path, overrides)
-    data = HeadData(paths=data_paths, label_column=label_column, truth_path=truth_path,
-                    positive=positive or name, negate=negate)
+    data = HeadData(
+        paths=data_paths, label_column=label_column, truth_path=truth_path, positive=positive or name, negate=negate
+    )
     report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo)
-    click.echo(f"wrote {output_path}: held-out precision {report['precision']:.3f} recall {report['recall']:.3f} "
-               f"at threshold 0.5; use it with heads: [{{name: {name}, weights: {output_path}, threshold: 0.5}}]")
+    click.echo(
+        f"wrote {output_path}: held-out precision {report['precision']:.3f} recall {report['recall']:.3f} "
+        f"at threshold 0.5; use it with heads: [{{name: {name}, weights: {output_path}, threshold: 0.5}}]"
+    )
 
 
 @main.command("eval")
 @click.argument("output", metavar="OUTPUT")
-@click.option("--truth", "truth_path", required=True, type=click.Path(dir_okay=False), help="truth.json of the synthetic input.")
+@click.option(
+    "--truth", "truth_path", required=True, type=click.Path(dir_okay=False), help="truth.json of the synthetic input."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--retrieval", is_flag=True, help="Also measure the shipped CLIP's image->text R@1 (100 candidates).")
 def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> None:
     """Precision and recall per planted defect kind, from a run's kept/ and rejected/ and the truth."""
     import json
 
-    from curation.eval import (
+    from curation.lab.eval import (
         clean_rejections,
         evaluate,
         format_table,
@@ -207,23 +330,40 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
 
 
 @main.command("proxy-eval")
-@click.option("--output", "output_dir", default="proxy-eval", show_default=True, type=click.Path(file_okay=False),
-              help="Working folder: pool/, curated/, result.json.")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="The curation job's config (default: pipelines/demo.yaml).")
-@click.option("--rows", "pool_rows", default=3000, show_default=True, type=click.IntRange(min=10), help="Raw pool size.")
-@click.option("--test-rows", default=1000, show_default=True, type=click.IntRange(min=100), help="Held-out clean pairs.")
+@click.option(
+    "--output",
+    "output_dir",
+    default="proxy-eval",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Working folder: pool/, curated/, result.json.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The curation job's config (default: pipelines/demo.yaml).",
+)
+@click.option(
+    "--rows", "pool_rows", default=3000, show_default=True, type=click.IntRange(min=10), help="Raw pool size."
+)
+@click.option(
+    "--test-rows", default=1000, show_default=True, type=click.IntRange(min=100), help="Held-out clean pairs."
+)
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1), help="Training steps per arm.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=2))
 @click.option("--seed", default=0, show_default=True, type=int)
-def proxy_eval_cmd(output_dir: str, config_path: str | None, pool_rows: int, test_rows: int, steps: int,
-                   batch_size: int, seed: int) -> None:
+def proxy_eval_cmd(
+    output_dir: str, config_path: str | None, pool_rows: int, test_rows: int, steps: int, batch_size: int, seed: int
+) -> None:
     """DataComp in miniature: train the tiny CLIP on the raw pool, a random subset and the curated subset
     (equal steps); zero-shot and retrieval on a held-out clean set. Prints a table, then one JSON line."""
-    from curation.proxy_eval import ProxySettings, format_table, proxy_eval, result_json_line
+    from curation.lab.proxy_eval import ProxySettings, format_table, proxy_eval, result_json_line
 
-    settings = ProxySettings(pool_rows=pool_rows, test_rows=test_rows, steps=steps, batch_size=batch_size, seed=seed,
-                             config_path=config_path)
+    settings = ProxySettings(
+        pool_rows=pool_rows, test_rows=test_rows, steps=steps, batch_size=batch_size, seed=seed, config_path=config_path
+    )
     result = proxy_eval(output_dir, settings, log=click.echo)
     click.echo(format_table(result))
     click.echo(result_json_line(result))
@@ -231,8 +371,16 @@ def proxy_eval_cmd(output_dir: str, config_path: str | None, pool_rows: int, tes
 
 @main.command("report")
 @click.argument("output", metavar="OUTPUT")
-@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Where to write (default: OUTPUT/report.html).")
-@click.option("--max-rows", default=4000, show_default=True, type=click.IntRange(min=10), help="Rows sampled for plots and audit.")
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where to write (default: OUTPUT/report.html).",
+)
+@click.option(
+    "--max-rows", default=4000, show_default=True, type=click.IntRange(min=10), help="Rows sampled for plots and audit."
+)
 def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
     """A static HTML report of a finished output: funnel, score histograms with thresholds, sample
     grids, near-threshold rows, bias/diversity audit, cluster sizes, config and timings."""
@@ -253,19 +401,19 @@ def bench() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
     """Semantic dedup (k-means + in-cluster cosine) on synthetic embeddings with planted duplicates."""
-    from curation.bench.dedup import dedup_command
+    from curation.lab.bench.dedup import dedup_command
 
     dedup_command.callback(n=n, dim=dim, scaling=scaling, seed=seed)
 
 
 def _add_bench_commands() -> None:
-    """Benchmarks (curation/bench/): embed, pipeline, decode, memory, language, faces."""
-    from curation.bench.decode import decode_command
-    from curation.bench.embed import embed_command
-    from curation.bench.faces import faces_command
-    from curation.bench.language import language_command
-    from curation.bench.memory import memory_command
-    from curation.bench.pipeline import pipeline_command
+    """Benchmarks (curation/lab/bench/): embed, pipeline, decode, memory, language, faces."""
+    from curation.lab.bench.decode import decode_command
+    from curation.lab.bench.embed import embed_command
+    from curation.lab.bench.faces import faces_command
+    from curation.lab.bench.language import language_command
+    from curation.lab.bench.memory import memory_command
+    from curation.lab.bench.pipeline import pipeline_command
 
     for command in (embed_command, pipeline_command, decode_command, memory_command, language_command, faces_command):
         bench.add_command(command)

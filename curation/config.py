@@ -81,7 +81,8 @@ class CaptionConfig(_Section):
         True, description="Reject captions that are file names or boilerplate (image, IMG_1234, click here, ...)."
     )
     pii: Literal["redact", "reject", "off"] = Field(
-        "redact", description="Personal data in captions: replace it with a [KIND] placeholder, reject the row, or leave it."
+        "redact",
+        description="Personal data in captions: replace it with a [KIND] placeholder, reject the row, or leave it.",
     )
     pii_kinds: tuple[Literal[PII_KINDS], ...] = Field(PII_KINDS, description="Kinds of personal data looked for.")
 
@@ -89,9 +90,14 @@ class CaptionConfig(_Section):
 class LanguageConfig(_Section):
     """Caption language identification (see curation/stages/language.py)."""
 
-    keep: tuple[str, ...] = Field(("en",), description="ISO 639-1 codes to keep; empty: keep every language (still labelled).")
+    keep: tuple[str, ...] = Field(
+        ("en",), description="ISO 639-1 codes to keep; empty: keep every language (still labelled)."
+    )
     min_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="Below this confidence a caption's language counts as unknown and the row is kept."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Below this confidence a caption's language counts as unknown and the row is kept.",
     )
 
 
@@ -123,19 +129,24 @@ class ModelConfig(_Section):
         description="builtin (the trained tiny CLIP the package ships), an open_clip tag, a local "
         ".safetensors path, or none for random init.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when num_gpus > 0 and one is visible.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: cuda when num_gpus > 0 and one is visible."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast dtype on CUDA; auto: bf16 on CUDA, fp32 on CPU (CPU autocast is slower)."
     )
     batch_size: int = Field(256, ge=1, description="Images per forward pass.")
     actors: int | Literal["auto"] = Field(
-        "auto", description="Embedding actors in the pool; auto: the cluster's GPUs / num_gpus when num_gpus > 0, else 1."
+        "auto",
+        description="Embedding actors in the pool; auto: the cluster's GPUs / num_gpus when num_gpus > 0, else 1.",
     )
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per embedding actor; > 0 places it on a GPU.")
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per embedding actor.")
     threads: int = Field(
-        2, ge=1, description="CPU threads per embedding actor, shared by its concurrent calls (torch and, with "
-        "decode.placement=actor, decoding)."
+        2,
+        ge=1,
+        description="CPU threads per embedding actor, shared by its concurrent calls (torch and, with "
+        "decode.placement=actor, decoding).",
     )
     calls_per_actor: int | Literal["auto"] = Field(
         "auto",
@@ -174,7 +185,9 @@ class HeadConfig(_Section):
     negative_prompts: tuple[str, ...] = Field(("a photo",), description="Zero-shot: prompts for the rest.")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
     reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
-    reason: str | None = Field(None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic).")
+    reason: str | None = Field(
+        None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "HeadConfig":

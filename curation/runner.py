@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,7 @@ from curation.config import Config
 from curation.dedup.decisions import resolve_chains
 from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
+from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard, list_shards
 from curation.job import (
     JobPaths,
@@ -40,9 +41,11 @@ from curation.job import (
     run_stages,
     write_final_shard,
 )
-from curation.io.commit import parquet_bytes
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+if TYPE_CHECKING:
+    from curation.plan import StagePlan
+
 import ray  # noqa: E402
 from ray.data import ActorPoolStrategy, DataContext  # noqa: E402
 from ray.data.context import ShuffleStrategy  # noqa: E402
@@ -91,7 +94,9 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     except PermissionError:
         from curation.io.sources import access_denied
 
-        raise UserError(access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")) from None
+        raise UserError(
+            access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")
+        ) from None
     # Imported here: workers that unpickle this module's functions need not import torch.
     from curation.models.info import model_info
     from curation.plan import StagePlan
@@ -106,7 +111,9 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     if len(pending) < len(shards):
         log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
     _warm_task_workers()
-    stage_seconds = _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log)
+    stage_seconds = _survive_node_loss(
+        lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log
+    )
     timings["score_s"] = round(time.time() - t, 3)
     timings["stages"] = stage_seconds
 
@@ -126,7 +133,9 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,
-        "keep_fraction_threshold": clip_threshold if clip_threshold is not None and math.isfinite(clip_threshold) else None,
+        "keep_fraction_threshold": clip_threshold
+        if clip_threshold is not None and math.isfinite(clip_threshold)
+        else None,
     }
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     _write_report(output_url, log)
@@ -298,7 +307,9 @@ def _commit_in_actor(cfg: Config) -> bool:
     return cfg.model.num_gpus <= 0 and cfg.decode.device == "cpu" and _decode_placement(cfg) == "actor"
 
 
-def _actor_pool(ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, embed_dim: int = 0):
+def _actor_pool(
+    ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, embed_dim: int = 0
+):
     """The embedding actor pool: one whole block (an input shard) per call, `calls_per_actor` calls at
     once on each actor (in threads: the model and its weights are loaded once, and torch and Pillow let
     go of the GIL while they compute). With `post`, each call also runs the post-embedding stages and
@@ -528,7 +539,9 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
     decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
     reference = embed_eval_sets(f.reference, [decode, plan.embed], setting="image_filter.reference")
     if reference is None or not reference.num_rows:
-        raise UserError(f"image_filter.reference {f.reference} holds no decodable images: give folders of images or img2dataset output")
+        raise UserError(
+            f"image_filter.reference {f.reference} holds no decodable images: give folders of images or img2dataset output"
+        )
     allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
     settings = {"centroids": centroids, "allowed": allowed}
     outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
@@ -641,7 +654,9 @@ def _versions() -> dict:
 
 def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
     by_id = {r["shard_id"]: r for r in results}
-    inputs = [{"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards]
+    inputs = [
+        {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
+    ]
     return {
         "format_version": 1,
         "inputs": inputs,

@@ -23,7 +23,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
     """400 synthetic pairs in 4 webdataset shards, with planted defects and truth."""
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     root = tmp_path_factory.mktemp("world")
     truth = generate(str(root), rows=400, seed=11, fmt="webdataset", shard_size=100)
@@ -39,9 +39,9 @@ def score_unseen_world(tmp_path_factory):
     from curation.io.readers import read_shard
     from curation.io.sources import list_shards
     from curation.job import run_stages
+    from curation.lab.synth import generate
     from curation.models.clip import model_info
     from curation.plan import StagePlan
-    from curation.synth import generate
 
     def score(seed: int, rows: int, shard_size: int, columns: tuple[str, ...]):
         root = tmp_path_factory.mktemp(f"unseen-{seed}")

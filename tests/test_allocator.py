@@ -37,5 +37,7 @@ print(seen[0])
 
 
 def test_the_command_line_exports_them_before_pyarrow_loads():
-    out = subprocess.run([sys.executable, "-c", HOOK], capture_output=True, text=True, check=True, env={"PATH": ""}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", HOOK], capture_output=True, text=True, check=True, env={"PATH": ""}
+    ).stdout
     assert out.strip() == ALLOCATOR_ENV["MIMALLOC_PURGE_DELAY"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from curation.demo import _same_world
-from curation.synth import generate
-from curation.synth.defects import DEFAULT_PLANTERS
+from curation.lab.demo import _same_world
+from curation.lab.synth import generate
+from curation.lab.synth.defects import DEFAULT_PLANTERS
 
 
 def test_a_world_from_other_planters_is_made_again(tmp_path):

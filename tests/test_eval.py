@@ -10,15 +10,25 @@ import pytest
 from click.testing import CliRunner
 
 from curation.cli import main
-from curation.eval import evaluate, read_output, redacted_keys
+from curation.lab.eval import evaluate, read_output, redacted_keys
 
 TRUTH = {
     "rows": 14,
     "labels": {
-        "a/0": "clean", "a/1": "clean", "a/2": "clean", "a/3": "clean",
-        "a/4": "misaligned", "a/5": "misaligned", "a/6": "unsafe", "a/7": "unsafe",
-        "b/0": "exact_duplicate", "b/1": "exact_duplicate", "b/2": "clean",
-        "b/3": "near_duplicate", "b/4": "tiny", "b/5": "clean",
+        "a/0": "clean",
+        "a/1": "clean",
+        "a/2": "clean",
+        "a/3": "clean",
+        "a/4": "misaligned",
+        "a/5": "misaligned",
+        "a/6": "unsafe",
+        "a/7": "unsafe",
+        "b/0": "exact_duplicate",
+        "b/1": "exact_duplicate",
+        "b/2": "clean",
+        "b/3": "near_duplicate",
+        "b/4": "tiny",
+        "b/5": "clean",
     },
     "duplicate_groups": [
         {"kind": "exact", "variant": None, "original": "a/0", "copies": ["b/0", "b/1"]},
@@ -28,23 +38,32 @@ TRUTH = {
 # key -> reject reason (None = kept)
 OUTPUT = {
     "a/0": "exact_duplicate",  # the original lost to a copy: fine, one member of the group survives
-    "a/1": None, "a/2": "low_clip_score",  # a clean row rejected: a false positive of misaligned
+    "a/1": None,
+    "a/2": "low_clip_score",  # a clean row rejected: a false positive of misaligned
     "a/3": None,
-    "a/4": "low_clip_score", "a/5": None,  # one of two misaligned caught
-    "a/6": "unsafe", "a/7": "unsafe",
-    "b/0": None, "b/1": "exact_duplicate",
-    "b/2": None, "b/3": None, "b/4": "image_too_small", "b/5": None,  # the near dup missed
+    "a/4": "low_clip_score",
+    "a/5": None,  # one of two misaligned caught
+    "a/6": "unsafe",
+    "a/7": "unsafe",
+    "b/0": None,
+    "b/1": "exact_duplicate",
+    "b/2": None,
+    "b/3": None,
+    "b/4": "image_too_small",
+    "b/5": None,  # the near dup missed
 }
 
 
 def write_output(root, rows):
     for status in ("kept", "rejected"):
         part = [(k, r) for k, r in sorted(rows.items()) if (r is None) == (status == "kept")]
-        table = pa.table({
-            "key": [k for k, _ in part],
-            "status": [status] * len(part),
-            "reject_reason": pa.array([r for _, r in part], pa.string()),
-        })
+        table = pa.table(
+            {
+                "key": [k for k, _ in part],
+                "status": [status] * len(part),
+                "reject_reason": pa.array([r for _, r in part], pa.string()),
+            }
+        )
         (root / status).mkdir(parents=True)
         pq.write_table(table, root / status / "part-00000.parquet")
 
@@ -94,18 +113,30 @@ def test_cli_names_the_fix_for_a_wrong_path(tmp_path):
 def test_planted_personal_data_is_scored_by_the_pii_column(tmp_path):
     truth = {"rows": 4, "labels": {"c/0": "pii_caption", "c/1": "pii_caption", "c/2": "clean", "c/3": "clean"}}
     root = tmp_path / "out"
-    for status, keys, pii in (("kept", ["c/0", "c/2", "c/3"], [["email"], ["phone"], []]), ("rejected", ["c/1"], [None])):
-        table = pa.table({
-            "key": keys, "status": [status] * len(keys),
-            "reject_reason": pa.array(["caption_pii"] * len(keys) if status == "rejected" else [None] * len(keys), pa.string()),
-            "pii": pa.array(pii, pa.list_(pa.string())),
-        })
+    for status, keys, pii in (
+        ("kept", ["c/0", "c/2", "c/3"], [["email"], ["phone"], []]),
+        ("rejected", ["c/1"], [None]),
+    ):
+        table = pa.table(
+            {
+                "key": keys,
+                "status": [status] * len(keys),
+                "reject_reason": pa.array(
+                    ["caption_pii"] * len(keys) if status == "rejected" else [None] * len(keys), pa.string()
+                ),
+                "pii": pa.array(pii, pa.list_(pa.string())),
+            }
+        )
         (root / status).mkdir(parents=True)
         pq.write_table(table, root / status / "part-00000.parquet")
     found = redacted_keys(str(root))
     assert found == {"c/0", "c/2"}  # c/2: a clean caption with a phone number in it, a false positive
     result = evaluate(read_output(str(root)), truth, found)
-    assert result["pii_caption"] == {"precision": pytest.approx(2 / 3, abs=1e-4), "recall": 1.0, "n": 2}  # c/1 rejected for it
+    assert result["pii_caption"] == {
+        "precision": pytest.approx(2 / 3, abs=1e-4),
+        "recall": 1.0,
+        "n": 2,
+    }  # c/1 rejected for it
     assert "pii_caption" not in evaluate(read_output(str(root)), truth)  # without the column: not scored
 
 

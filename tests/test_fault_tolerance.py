@@ -35,7 +35,7 @@ def curate_here(input_dir: Path, output: Path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     root = tmp_path_factory.mktemp("fault-world")
     truth = generate(str(root), rows=240, seed=21, shard_size=8)  # 30 small shards: long phases

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.eval import evaluate
+from curation.lab.eval import evaluate
 
 UNSEEN_SEED = 4242  # train-clip renders from seed 0 (and held-out pairs from 1_000_003)
 

@@ -32,18 +32,25 @@ def test_rows_outside_the_reference_clusters_are_rejected(ray_local, small_world
     chosen = first_shard[:: len(first_shard) // 4][:4]
     _reference_set(tmp_path / "reference", input_dir, chosen)
     overrides = ["model.threads=1", f"image_filter.reference=['{tmp_path / 'reference'}']", "image_filter.clusters=8"]
-    result = run_job(load_config("pipelines/demo.yaml", overrides), str(input_dir), str(tmp_path / "out"), log=lambda _: None)
+    result = run_job(
+        load_config("pipelines/demo.yaml", overrides), str(input_dir), str(tmp_path / "out"), log=lambda _: None
+    )
 
     kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table(columns=["key"]).column("key").to_pylist()
-    rejected = pads.dataset(str(tmp_path / "out" / "rejected")).to_table(
-        columns=["key", "reject_reason", "reject_stage", "dup_of", "dup_kind"]
-    ).to_pylist()
+    rejected = (
+        pads.dataset(str(tmp_path / "out" / "rejected"))
+        .to_table(columns=["key", "reject_reason", "reject_stage", "dup_of", "dup_kind"])
+        .to_pylist()
+    )
     assert len(kept) + len(rejected) == truth["rows"] == result.manifest["funnel"]["input"]
     outside = {r["key"] for r in rejected if r["reject_reason"] == "outside_reference_clusters"}
     assert outside and kept
     assert result.manifest["funnel"]["rejected_by_reason"]["outside_reference_clusters"] == len(outside)
-    assert all(r["reject_stage"] == "image_filter" and r["dup_of"] is None and r["dup_kind"] is None
-               for r in rejected if r["key"] in outside)
+    assert all(
+        r["reject_stage"] == "image_filter" and r["dup_of"] is None and r["dup_kind"] is None
+        for r in rejected
+        if r["key"] in outside
+    )
     # the filter ran before dedup: no duplicate points at a row it rejected
     assert not {r["dup_of"] for r in rejected if r["dup_of"]} & outside
 

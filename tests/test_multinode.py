@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_fault_tolerance import SETTINGS, kept_bytes, reference, world  # noqa: F401 - shared fixtures
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -26,13 +25,13 @@ def run_on_cluster(input_dir: Path, output: Path, *flags: str) -> str:
     return done.stdout
 
 
-def test_three_node_cluster_gives_the_same_bytes(world, reference, tmp_path):
+def test_three_node_cluster_gives_the_same_bytes(world, reference, tmp_path):  # noqa: F811 - the shared fixtures
     out = run_on_cluster(world[0], tmp_path / "out")
     assert "removed=False" in out
     assert kept_bytes(tmp_path / "out") == reference
 
 
-def test_losing_a_node_mid_run_gives_the_same_bytes(world, reference, tmp_path):
+def test_losing_a_node_mid_run_gives_the_same_bytes(world, reference, tmp_path):  # noqa: F811 - the shared fixtures
     out = run_on_cluster(world[0], tmp_path / "out", "--remove-node")
     assert "removed=True" in out
     assert kept_bytes(tmp_path / "out") == reference

@@ -140,7 +140,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(first_run, small_world, tmp_p
 
 
 def test_parquet_input_and_clip_threshold_wiring(ray_local, tmp_path):
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     truth = generate(str(tmp_path / "in"), rows=120, seed=5, fmt="parquet", shard_size=60)
     curate(tmp_path / "in", tmp_path / "open")
@@ -173,7 +173,7 @@ def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ra
 
     import curation.runner as runner
     from curation.errors import UserError
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     generate(str(tmp_path / "in"), rows=40, seed=3, fmt="parquet", shard_size=20)
     shard = sorted((tmp_path / "in").glob("*.parquet"))[1]
@@ -188,7 +188,9 @@ def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ra
         return write(*args)
 
     monkeypatch.setattr(runner, "_write", change_input_then_write)
-    with pytest.raises(UserError, match=rf"input shard .*{shard.name} changed since it was scored.*delete .*_work") as raised:
+    with pytest.raises(
+        UserError, match=rf"input shard .*{shard.name} changed since it was scored.*delete .*_work"
+    ) as raised:
         curate(tmp_path / "in", tmp_path / "out")
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out" / "_SUCCESS").exists()
@@ -196,7 +198,7 @@ def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ra
 
 def test_weights_an_actor_cannot_load_are_a_one_line_user_error(ray_local, tmp_path):
     from curation.errors import UserError
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     generate(str(tmp_path / "in"), rows=20, seed=4, fmt="parquet", shard_size=20)
     with pytest.raises(UserError, match=r"model\.pretrained file .*missing\.safetensors not found") as raised:

@@ -39,8 +39,14 @@ def test_datacomp_style_blurs_faces_and_keeps_english():
 @pytest.mark.ray
 def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, small_world, tmp_path):
     overrides = [  # the shipped tiny CLIP instead of ViT-B-32 weights, which this machine does not have
-        "model.arch=curation-tiny", "model.pretrained=builtin", "model.num_gpus=0", "model.precision=auto",
-        "model.batch_size=256", "model.threads=1", "clip.min_score=0.35", "basic.min_image_bytes=6000",
+        "model.arch=curation-tiny",
+        "model.pretrained=builtin",
+        "model.num_gpus=0",
+        "model.precision=auto",
+        "model.batch_size=256",
+        "model.threads=1",
+        "clip.min_score=0.35",
+        "basic.min_image_bytes=6000",
     ]
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
     run_job(cfg, str(small_world[0]), str(tmp_path / "out"), log=lambda _: None)

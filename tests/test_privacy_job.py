@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from curation.config import load_config
+from curation.lab.synth.img2dataset import Sample, write_parquet_shard
+from curation.lab.synth.world import encode_jpeg, sample_scene
 from curation.runner import run_job
-from curation.synth.img2dataset import Sample, write_parquet_shard
-from curation.synth.world import encode_jpeg, sample_scene
 
 pytestmark = pytest.mark.ray
 
@@ -43,14 +43,21 @@ def privacy_run(ray_local, tmp_path_factory):
     payloads = {name: encode_jpeg(sample_scene(rng).render(160, 128)) for name in CAPTIONS}
     payloads["astronaut"] = astronaut_jpeg()
     samples = [
-        Sample(key=f"0000000{i}", caption=CAPTIONS[name], payload=payloads[name], size=Image.open(io.BytesIO(payloads[name])).size)
+        Sample(
+            key=f"0000000{i}",
+            caption=CAPTIONS[name],
+            payload=payloads[name],
+            size=Image.open(io.BytesIO(payloads[name])).size,
+        )
         for i, name in enumerate(CAPTIONS)
     ]
     (root / "input").mkdir()
     write_parquet_shard(root / "input", "00000", samples)
     # Heads and the clip_score threshold off: this job is about captions and faces, and the tiny CLIP
     # knows shapes, not astronauts.
-    cfg = load_config("pipelines/demo.yaml", ["model.threads=1", "privacy.faces=blur", "clip.min_score=null", "heads=[]"])
+    cfg = load_config(
+        "pipelines/demo.yaml", ["model.threads=1", "privacy.faces=blur", "clip.min_score=null", "heads=[]"]
+    )
     result = run_job(cfg, str(root / "input"), str(root / "out"), log=lambda _: None)
     columns = ["key", "caption", "image", "sha256", "faces", "pii", "lang", "status", "reject_reason", "reject_stage"]
     rows = {}
@@ -73,7 +80,9 @@ def test_astronaut_face_is_blurred_caption_cleaned_and_redacted(privacy_run):
     assert row["status"] == "kept" and row["faces"] >= 1
     assert row["image"] != payloads["astronaut"]  # new bytes: the face is blurred
     assert row["sha256"] == hashlib.sha256(payloads["astronaut"]).hexdigest()  # the source's identity
-    blurred, original = (np.asarray(Image.open(io.BytesIO(b)).convert("L"), np.float32) for b in (row["image"], payloads["astronaut"]))
+    blurred, original = (
+        np.asarray(Image.open(io.BytesIO(b)).convert("L"), np.float32) for b in (row["image"], payloads["astronaut"])
+    )
     assert blurred.shape == original.shape
     face = (slice(66, 162), slice(175, 271))  # where the detector puts the astronaut's face (x 175-271, y 66-162)
     assert np.abs(blurred[face] - original[face]).mean() > 8
@@ -94,6 +103,10 @@ def test_faceless_scene_keeps_its_bytes_and_loses_phone_and_address(privacy_run)
 def test_foreign_and_boilerplate_captions_are_rejected_with_their_reason(privacy_run):
     rows, _, _ = privacy_run
     german, boilerplate = rows["german"], rows["boilerplate"]
-    assert (german["status"], german["reject_reason"], german["reject_stage"]) == ("rejected", "unwanted_language", "language")
+    assert (german["status"], german["reject_reason"], german["reject_stage"]) == (
+        "rejected",
+        "unwanted_language",
+        "language",
+    )
     assert german["lang"] == "de" and german["faces"] is None  # rejected rows are not looked at for faces
     assert (boilerplate["reject_reason"], boilerplate["reject_stage"]) == ("boilerplate_caption", "caption")

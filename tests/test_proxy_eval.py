@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from curation.cli import main
-from curation.proxy_eval import ARMS, POOL_DEFECTS, pool_planters, random_keys
+from curation.lab.proxy_eval import ARMS, POOL_DEFECTS, pool_planters, random_keys
 
 UNDECODABLE = {"truncated_jpeg", "not_an_image"}
 
@@ -30,7 +30,19 @@ def test_random_keys_are_seeded_and_sized():
 @pytest.mark.ray
 def test_proxy_eval_tiny(ray_local, tmp_path):
     out = tmp_path / "proxy"
-    args = ["proxy-eval", "--output", str(out), "--rows", "160", "--test-rows", "100", "--steps", "2", "--batch-size", "16"]
+    args = [
+        "proxy-eval",
+        "--output",
+        str(out),
+        "--rows",
+        "160",
+        "--test-rows",
+        "100",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()

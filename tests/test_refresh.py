@@ -8,8 +8,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from curation.config import load_config
+from curation.lab.synth import generate
 from curation.runner import run_job
-from curation.synth import generate
 
 pytestmark = pytest.mark.ray
 

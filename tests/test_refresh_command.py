@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from curation.cli import main
 from curation.errors import UserError
+from curation.lab.synth import generate
 from curation.refresh import parse_date, previous_output
-from curation.synth import generate
 
 
 def test_previous_output_is_the_latest_complete_earlier_one(tmp_path):
@@ -34,7 +34,11 @@ def test_bad_dates_name_the_format(text):
 
 
 def _digests(folder):
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.ray
@@ -46,8 +50,18 @@ def test_two_monthly_refreshes_through_the_cli(ray_local, tmp_path):
         shutil.copy(month1 / f"00000{suffix}", month2 / f"00077{suffix}")
 
     def refresh(input_dir, date):
-        args = ["refresh", "pipelines/demo.yaml", "--input", str(input_dir), "--outputs", str(root), "--date", date,
-                "--set", "model.threads=1"]
+        args = [
+            "refresh",
+            "pipelines/demo.yaml",
+            "--input",
+            str(input_dir),
+            "--outputs",
+            str(root),
+            "--date",
+            date,
+            "--set",
+            "model.threads=1",
+        ]
         result = CliRunner().invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         return result.output
@@ -58,7 +72,11 @@ def test_two_monthly_refreshes_through_the_cli(ray_local, tmp_path):
     assert _digests(root / "2026-10-01") == before  # the earlier refresh is only read
 
     kept1 = set(pads.dataset(str(root / "2026-10-01" / "kept")).to_table(columns=["key"]).column("key").to_pylist())
-    rejected2 = pads.dataset(str(root / "2026-11-01" / "rejected")).to_table(columns=["key", "reject_reason", "dup_of"]).to_pylist()
+    rejected2 = (
+        pads.dataset(str(root / "2026-11-01" / "rejected"))
+        .to_table(columns=["key", "reject_reason", "dup_of"])
+        .to_pylist()
+    )
     previous = {r["key"] for r in rejected2 if r["reject_reason"] == "duplicate_of_previous_refresh"}
     overlap = {f"00077/{k.split('/', 1)[1]}" for k in kept1 if k.startswith("00000/")}
     assert overlap and overlap <= previous  # every re-crawled row month 1 kept

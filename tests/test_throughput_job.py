@@ -93,7 +93,9 @@ def test_a_user_error_in_the_benchmarks_actor_pool_is_one_line(ray_local):
     from curation.runner import run_actor_stages
 
     cfg, plan = plan_for("model.pretrained=null", "model.threads=1")
-    block = pa.table({"key": ["b/0"], "caption": ["a cat"], "pixels": pa.array([None], pa.binary()), "status": ["kept"]})
+    block = pa.table(
+        {"key": ["b/0"], "caption": ["a cat"], "pixels": pa.array([None], pa.binary()), "status": ["kept"]}
+    )
     with pytest.raises(UserError, match="builtin head weights ship with model.pretrained builtin only"):
         run_actor_stages(cfg, [plan.embed], [block], ["key"])
 
@@ -106,7 +108,8 @@ def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, 
 
     columns = ["key", "status", "reject_reason", "reject_stage", "width", "height", "sha256"]
     rows = pa.concat_tables(
-        pads.dataset(str(tmp_path / "out" / part), format="parquet").to_table(columns=columns) for part in ("kept", "rejected")
+        pads.dataset(str(tmp_path / "out" / part), format="parquet").to_table(columns=columns)
+        for part in ("kept", "rejected")
     )
     assert rows.num_rows == truth["rows"] == result.manifest["funnel"]["input"]
 
@@ -120,13 +123,17 @@ def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, 
     def early_rejections(table):
         return {
             key: reason
-            for key, reason, stage in zip(*(table.column(c).to_pylist() for c in ("key", "reject_reason", "reject_stage")))
+            for key, reason, stage in zip(
+                *(table.column(c).to_pylist() for c in ("key", "reject_reason", "reject_stage"))
+            )
             if stage in early
         }
 
     assert early_rejections(rows) == early_rejections(expected)
     assert any(stage == "decode" for stage in rows.column("reject_stage").to_pylist())
-    by_key = {k: (w, h, s) for k, w, h, s in zip(*(rows.column(c).to_pylist() for c in ("key", "width", "height", "sha256")))}
+    by_key = {
+        k: (w, h, s) for k, w, h, s in zip(*(rows.column(c).to_pylist() for c in ("key", "width", "height", "sha256")))
+    }
     for k, w, h, s in zip(*(expected.column(c).to_pylist() for c in ("key", "width", "height", "sha256"))):
         assert by_key[k] == (w, h, s)
 

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.dedup.decisions import DECISION_SCHEMA, empty_decisions
-from curation.dedup.prepare import embeddings, phashes, text_embeddings
 from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions
 from curation.dedup.near import near_pairs, phash_codes, range_pairs
+from curation.dedup.prepare import embeddings, phashes, text_embeddings
 from curation.dedup.semantic import against_index_decisions, cluster_decisions
 from curation.dedup.state import cluster_file, read_cluster_state, state_rows
 from curation.io.commit import Location, parquet_bytes
@@ -89,18 +89,26 @@ def _near_decisions(rows: pa.Table, settings: ClusterDedup) -> pa.Table:
         emb = embeddings(rows)
         similar = np.einsum("ij,ij->i", emb[left], emb[right]) >= settings.near_min_cosine
         left, right = left[similar], right[similar]
-    return pair_decisions(rows.column("key").to_pylist(), rows.column(settings.quality).to_pylist(), left, right, DupKind.NEAR)
+    return pair_decisions(
+        rows.column("key").to_pylist(), rows.column(settings.quality).to_pylist(), left, right, DupKind.NEAR
+    )
 
 
 def _near_old(new: pa.Table, old: pa.Table, settings: ClusterDedup, kind: DupKind) -> pa.Table:
     """New rows within the pHash radius of an old row that also embed alike: the closest wins."""
-    queries, hits, distances = range_pairs(phash_codes(phashes(new)), phash_codes(phashes(old)), radius=settings.near_radius)
+    queries, hits, distances = range_pairs(
+        phash_codes(phashes(new)), phash_codes(phashes(old)), radius=settings.near_radius
+    )
     if settings.near_min_cosine > -1.0 and queries.size:
         similar = np.einsum("ij,ij->i", embeddings(new)[queries], embeddings(old)[hits]) >= settings.near_min_cosine
         queries, hits, distances = queries[similar], hits[similar], distances[similar]
     return nearest_old_decisions(
-        key_strings(new.column("key")), key_strings(old.column("key")), queries, hits,
-        distances.astype(np.float64), kind,
+        key_strings(new.column("key")),
+        key_strings(old.column("key")),
+        queries,
+        hits,
+        distances.astype(np.float64),
+        kind,
     )
 
 
@@ -124,8 +132,15 @@ def _against(new: pa.Table, old: pa.Table, settings: ClusterDedup, kind: DupKind
         eps = settings.eval_eps if kind is DupKind.EVAL and settings.eval_eps is not None else settings.semantic_eps
         found.append(
             against_index_decisions(
-                rest.column("key").to_pylist(), embeddings(rest), old_keys, embeddings(old), eps=eps, kind=kind,
-                new_text=text_embeddings(rest), old_text=text_embeddings(old), text_eps=settings.semantic_text_eps,
+                rest.column("key").to_pylist(),
+                embeddings(rest),
+                old_keys,
+                embeddings(old),
+                eps=eps,
+                kind=kind,
+                new_text=text_embeddings(rest),
+                old_text=text_embeddings(old),
+                text_eps=settings.semantic_text_eps,
             )
         )
     return pa.concat_tables([t.cast(DECISION_SCHEMA) for t in found])

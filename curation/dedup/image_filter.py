@@ -48,9 +48,15 @@ def inside_rows(batch: pa.Table, *, centroids: np.ndarray, allowed: np.ndarray) 
 def outside_decisions(batch: pa.Table, *, centroids: np.ndarray, allowed: np.ndarray) -> pa.Table:
     """Decisions (key, dup_of null, dup_kind `outside_reference_clusters`) for the rows the filter rejects."""
     outside = ~inside_mask(batch, centroids=centroids, allowed=allowed)
-    keys = pc.filter(batch.column("key"), pa.array(outside, pa.bool_())) if batch.num_rows else pa.array([], pa.string())
+    keys = (
+        pc.filter(batch.column("key"), pa.array(outside, pa.bool_())) if batch.num_rows else pa.array([], pa.string())
+    )
     n = len(keys)
     return pa.table(
-        {"key": keys.cast(pa.string()), "dup_of": pa.nulls(n, pa.string()), "dup_kind": pa.array([OUTSIDE_REFERENCE] * n, pa.string())},
+        {
+            "key": keys.cast(pa.string()),
+            "dup_of": pa.nulls(n, pa.string()),
+            "dup_kind": pa.array([OUTSIDE_REFERENCE] * n, pa.string()),
+        },
         schema=DECISION_SCHEMA,
     )

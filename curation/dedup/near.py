@@ -52,9 +52,7 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1)
 
 
-def range_pairs(
-    queries: np.ndarray, base: np.ndarray, *, radius: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def range_pairs(queries: np.ndarray, base: np.ndarray, *, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (query row, base row, distance) with Hamming distance <= radius; codes are uint8 (n, 8)."""
     if not len(queries) or not len(base):
         empty = np.zeros(0, np.int64)

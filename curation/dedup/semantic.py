@@ -92,7 +92,11 @@ def similar_pairs(emb: np.ndarray, *, min_cosine: float) -> tuple[np.ndarray, np
 
 
 def captions_agree(
-    left_text: np.ndarray | None, right_text: np.ndarray | None, left: np.ndarray, right: np.ndarray, text_eps: float | None
+    left_text: np.ndarray | None,
+    right_text: np.ndarray | None,
+    left: np.ndarray,
+    right: np.ndarray,
+    text_eps: float | None,
 ) -> np.ndarray:
     """Which pairs (left[i], right[i]) have caption embeddings at cosine >= 1 - text_eps: all of them
     without a text_eps or without caption embeddings on either side."""
@@ -149,7 +153,9 @@ def against_index_decisions(
         sims.append(found_sims.astype(np.float64))
     queries, hits, sims = np.concatenate(queries), np.concatenate(hits), np.concatenate(sims)
     agree = captions_agree(new_text, old_text, queries, hits, text_eps)
-    return nearest_old_decisions(key_strings(new_keys), key_strings(old_keys), queries[agree], hits[agree], -sims[agree], kind)
+    return nearest_old_decisions(
+        key_strings(new_keys), key_strings(old_keys), queries[agree], hits[agree], -sims[agree], kind
+    )
 
 
 def semantic_dedup(
@@ -189,8 +195,12 @@ def semantic_dedup(
             continue
         rows = order[start:stop]
         decided = cluster_decisions(
-            keys.take(pa.array(rows)), emb[rows], quality[rows], eps=eps,
-            text_emb=None if text_emb is None else text_emb[rows], text_eps=text_eps,
+            keys.take(pa.array(rows)),
+            emb[rows],
+            quality[rows],
+            eps=eps,
+            text_emb=None if text_emb is None else text_emb[rows],
+            text_eps=text_eps,
         )
         if decided.num_rows:
             found.append(decided)

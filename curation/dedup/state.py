@@ -49,7 +49,7 @@ def previous_centroids(against: list[str]) -> np.ndarray | None:
         centroids = read_centroids(location)
         if found is not None and not np.array_equal(found, centroids):
             raise UserError(
-                f"dedup.against outputs use different centroids: give only the latest output of one refresh chain"
+                "dedup.against outputs use different centroids: give only the latest output of one refresh chain"
             )
         found = centroids
     return found
@@ -73,5 +73,7 @@ def state_rows(alive: pa.Table, previous: pa.Table | None) -> pa.Table:
     if previous is None:
         return state
     if TEXT_COLUMN in columns and TEXT_COLUMN not in previous.column_names:
-        previous = previous.append_column(TEXT_COLUMN, pa.nulls(previous.num_rows, state.schema.field(TEXT_COLUMN).type))
+        previous = previous.append_column(
+            TEXT_COLUMN, pa.nulls(previous.num_rows, state.schema.field(TEXT_COLUMN).type)
+        )
     return pa.concat_tables([previous.select(columns).cast(state.schema), state]).sort_by("key")

@@ -88,7 +88,11 @@ def parquet_bytes(table: pa.Table, *, compression: str | dict = "zstd", row_grou
 def _leaf_paths(name: str, type_: pa.DataType) -> list[str]:
     """Parquet column paths under an Arrow field (lists store their values as `<name>.list.element`)."""
     if pa.types.is_struct(type_):
-        return [p for i in range(type_.num_fields) for p in _leaf_paths(f"{name}.{type_.field(i).name}", type_.field(i).type)]
+        return [
+            p
+            for i in range(type_.num_fields)
+            for p in _leaf_paths(f"{name}.{type_.field(i).name}", type_.field(i).type)
+        ]
     if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
         return _leaf_paths(f"{name}.list.element", type_.value_type)
     return [name]

@@ -106,7 +106,9 @@ def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.C
     if shard.format != "webdataset" and shard.url.endswith(".parquet"):
         try:
             parquet = pq.ParquetFile(pa.BufferReader(_read_bytes(shard, storage_options)))
-            return image_values(parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0))
+            return image_values(
+                parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0)
+            )
         except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
             pass
     return read_shard(shard, storage_options).column("image")

@@ -62,7 +62,9 @@ def credential_source(protocol: str) -> str:
 
 
 def access_denied(url: str, protocol: str) -> str:
-    return f"access denied to {url} with {credential_source(protocol)}: grant read/write access or use other credentials"
+    return (
+        f"access denied to {url} with {credential_source(protocol)}: grant read/write access or use other credentials"
+    )
 
 
 def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None = None) -> list[Shard]:
@@ -133,7 +135,7 @@ def image_column(names: list[str]) -> str | None:
 
 
 def parquet_kind(schema: pa.Schema, path: str) -> str:
-    """"parquet" (image bytes) or "urls" (a URL list); a UserError for any other shape."""
+    """ "parquet" (image bytes) or "urls" (a URL list); a UserError for any other shape."""
     if image_column(schema.names):
         return "parquet"
     if URL_COLUMN in schema.names:

@@ -1,6 +1,6 @@
 """Load a CLIP model through open_clip: by architecture name and `pretrained` (tag, local file or none).
 
-The project's own architectures (configs/*.json) are registered with open_clip on import, so
+The project's own architectures are registered with open_clip once, in registry.py, so
 `curation-tiny` is created exactly like `ViT-B-32`. `pretrained: builtin` is the trained tiny CLIP that
 ships in the package (assets/<arch>/, made by `curate train-clip`). Weights load only through
 safetensors or `torch.load(weights_only=True)` (open_clip's loader, called with weights_only=True).
@@ -17,7 +17,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 
 from curation.config import ModelConfig
@@ -34,21 +33,11 @@ from curation.models.info import (  # noqa: F401 - re-exported: the model's fact
     model_image_size,
     model_info,
 )
+from curation.models.registry import open_clip, open_clip_architecture  # noqa: F401 - re-exported
 from curation.models.towers import create_model
-
-open_clip.add_model_config(CONFIG_DIR)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def open_clip_architecture(arch: str) -> dict:
-    """An architecture open_clip knows but whose JSON config info.py did not find as a file."""
-    cfg = open_clip.get_model_config(arch)
-    if cfg is None:
-        known = ", ".join(sorted(open_clip.list_models())[:8])
-        raise UserError(f"unknown model.arch {arch!r}: use an open_clip architecture name (e.g. {known}, ...)")
-    return cfg
 
 
 def resolve_device(cfg: ModelConfig) -> torch.device:

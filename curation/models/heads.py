@@ -42,11 +42,15 @@ class ImageFeatures:
                 parts.append(self.embedding)
             elif kind == "tokens":
                 if self.tokens is None:
-                    raise UserError("this head reads patch tokens, which model.arch's image tower does not give: use a ViT")
+                    raise UserError(
+                        "this head reads patch tokens, which model.arch's image tower does not give: use a ViT"
+                    )
                 parts += [self.tokens.mean(dim=1), self.tokens.amax(dim=1)]
             elif kind == "stem":
                 if self.stem is None:
-                    raise UserError("this head reads the patch embedding, which model.arch's image tower lacks: use a ViT")
+                    raise UserError(
+                        "this head reads the patch embedding, which model.arch's image tower lacks: use a ViT"
+                    )
                 x = self.stem
                 parts += [
                     x.abs().mean(dim=(2, 3)),
@@ -101,7 +105,9 @@ class ImageFeatureEncoder:
         return _features(pooled, patch, self._stem.value)
 
 
-def _features(pooled: torch.Tensor, patch: torch.Tensor | None = None, stem: torch.Tensor | None = None) -> ImageFeatures:
+def _features(
+    pooled: torch.Tensor, patch: torch.Tensor | None = None, stem: torch.Tensor | None = None
+) -> ImageFeatures:
     return ImageFeatures(
         embedding=nn.functional.normalize(pooled.float(), dim=-1),
         tokens=patch.float() if patch is not None else None,
@@ -118,7 +124,9 @@ class MlpHead(nn.Module):
         self.hidden = hidden
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(in_dim, 1)]
+        layers: list[nn.Module] = (
+            [nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(in_dim, 1)]
+        )
         self.net = nn.Sequential(*layers)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +159,9 @@ def load_head(path: str | Path, device: torch.device | str = "cpu") -> MlpHead:
     except Exception as exc:  # noqa: BLE001 - a foreign or corrupt file
         raise UserError(f"head weights {path} are not a readable safetensors file: {str(exc)[:120]}") from None
     if metadata.get("format") != HEAD_FORMAT:
-        raise UserError(f"{path} is not a curation head (no {HEAD_FORMAT} metadata): train one with `curate train-head`")
+        raise UserError(
+            f"{path} is not a curation head (no {HEAD_FORMAT} metadata): train one with `curate train-head`"
+        )
     features = tuple(metadata["features"].split(","))
     head = MlpHead(tensors["mean"].numel(), int(metadata["hidden"]), features)
     head.load_state_dict(tensors)
@@ -267,10 +277,14 @@ def load_pipeline_heads(heads, model_cfg, clip) -> dict[str, nn.Module]:
         module = load_head(path, clip.device)
         width = module.mean.numel()
         if {"tokens", "stem"} & set(module.features) and getattr(clip.model.visual, "output_tokens", None) is None:
-            raise UserError(f"head {head.name} reads patch tokens, which {model_cfg.arch}'s image tower lacks: use a ViT")
+            raise UserError(
+                f"head {head.name} reads patch tokens, which {model_cfg.arch}'s image tower lacks: use a ViT"
+            )
         expected = _feature_width(clip, module.features)
         if expected is not None and expected != width:
-            raise UserError(f"head {head.name} ({path}) was trained on another model ({width} features, this one gives {expected})")
+            raise UserError(
+                f"head {head.name} ({path}) was trained on another model ({width} features, this one gives {expected})"
+            )
         loaded[head.score_column] = module
     return loaded
 

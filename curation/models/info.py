@@ -13,11 +13,7 @@ from pathlib import Path
 
 from curation.config import ModelConfig
 from curation.errors import UserError
-
-CONFIG_DIR = Path(__file__).parent / "configs"  # the project's own architectures (curation-tiny)
-ASSETS_DIR = Path(__file__).parent / "assets"  # the weights the package ships, per architecture
-BUILTIN = "builtin"
-WEIGHTS_FILE = "open_clip_model.safetensors"
+from curation.models.files import ASSETS_DIR, BUILTIN, CONFIG_DIR, WEIGHTS_FILE  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,7 @@ def architecture_config(arch: str) -> dict:
     for folder in (CONFIG_DIR, _open_clip_config_dir()):
         if folder is not None and "/" not in arch and (folder / f"{arch}.json").is_file():
             return json.loads((folder / f"{arch}.json").read_text())
-    from curation.models.clip import open_clip_architecture
+    from curation.models.registry import open_clip_architecture
 
     return open_clip_architecture(arch)
 
@@ -77,7 +73,9 @@ def model_info(cfg: ModelConfig) -> ModelInfo:
         source = f"builtin@{_file_digest(builtin_weights(cfg.arch))}"
     else:
         source = cfg.pretrained
-    return ModelInfo(model_id=f"{cfg.arch}:{source}", image_size=model_image_size(cfg.arch), embed_dim=arch["embed_dim"])
+    return ModelInfo(
+        model_id=f"{cfg.arch}:{source}", image_size=model_image_size(cfg.arch), embed_dim=arch["embed_dim"]
+    )
 
 
 def _file_digest(path: Path) -> str:

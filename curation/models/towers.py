@@ -15,13 +15,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 from torch import nn
 
-from curation.models.info import CONFIG_DIR, WEIGHTS_FILE
-
-open_clip.add_model_config(CONFIG_DIR)
+from curation.models.files import WEIGHTS_FILE
+from curation.models.registry import open_clip
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,11 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         previous = 3
         for channels, stride in zip(spec.channels, spec.strides, strict=True):
-            layers += [nn.Conv2d(previous, channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(channels), nn.GELU()]
+            layers += [
+                nn.Conv2d(previous, channels, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.GELU(),
+            ]
             previous = channels
         layers.append(nn.Conv2d(previous, width, 1))
         self.layers = nn.Sequential(*layers)

@@ -69,7 +69,9 @@ def audit(sample: pa.Table, *, groups: int | None = None, seed: int = 0) -> Audi
     txt_labels = _kmeans(_matrix(rows.column("txt_emb")), k, seed)
     captions = [c or "" for c in rows.column("caption").to_pylist()]
     topic_names = _topic_labels(captions, txt_labels)
-    clusters = _groups("cluster", img_labels, rejected, reasons, overall, overall_by_reason, _image_labels(captions, img_labels))
+    clusters = _groups(
+        "cluster", img_labels, rejected, reasons, overall, overall_by_reason, _image_labels(captions, img_labels)
+    )
     topics = _groups("topic", txt_labels, rejected, reasons, overall, overall_by_reason, topic_names)
     return Audit(
         rows=rows.num_rows,
@@ -110,7 +112,9 @@ def _topic_labels(captions: list[str], labels: np.ndarray, top: int = 3) -> dict
     names = {}
     for label, counts in per.items():
         size = int((labels == label).sum())
-        score = {w: (c / size) * np.log((c + 1) / ((overall[w] + 1) * size / total)) for w, c in counts.items() if c >= 2}
+        score = {
+            w: (c / size) * np.log((c + 1) / ((overall[w] + 1) * size / total)) for w, c in counts.items() if c >= 2
+        }
         best = sorted(score, key=lambda w: (-score[w], w))[:top]
         names[label] = ", ".join(best) if best else "(no common words)"
     return names
@@ -141,7 +145,9 @@ def _flag(group: Group, overall: float, overall_by_reason: dict[str, float]) -> 
     se = np.sqrt(max(overall * (1 - overall), 1e-9) / group.rows)
     if rate < FLAG_RATIO * overall or (rate - overall) / se < FLAG_Z:
         return None
-    reason, count = max(group.by_reason.items(), key=lambda kv: kv[1] / group.rows / max(overall_by_reason.get(kv[0], 0), 1e-9))
+    reason, count = max(
+        group.by_reason.items(), key=lambda kv: kv[1] / group.rows / max(overall_by_reason.get(kv[0], 0), 1e-9)
+    )
     return (
         f"{group.kind.capitalize()} {group.index} ({group.label}) loses {rate:.0%} of its {group.rows} sampled rows "
         f"against {overall:.0%} overall, most over-represented reason {reason} "

@@ -73,12 +73,18 @@ def load(output_url: str, *, max_rows: int = 4000, per_grid: int = 12, seed: int
             sampled_rows += tables[-1].num_rows
         if sampled_rows >= max_rows:
             break
-    sample = pa.concat_tables(tables, promote_options="default") if tables else pa.table({"status": pa.array([], pa.string())})
+    sample = (
+        pa.concat_tables(tables, promote_options="default")
+        if tables
+        else pa.table({"status": pa.array([], pa.string())})
+    )
     sample_of = sample.num_rows
     if sample.num_rows > max_rows:
         pick = np.sort(np.random.default_rng(seed).choice(sample.num_rows, max_rows, replace=False))
         sample = sample.take(pa.array(pick))
-    score_columns = [c for c in sample.column_names if pa.types.is_floating(sample.schema.field(c).type) and c not in NOT_SCORES]
+    score_columns = [
+        c for c in sample.column_names if pa.types.is_floating(sample.schema.field(c).type) and c not in NOT_SCORES
+    ]
     score_columns = [c for c in score_columns if sample.column(c).null_count < sample.num_rows]  # unfilled: no plot
 
     reasons = list(manifest["funnel"]["rejected_by_reason"])
@@ -130,7 +136,13 @@ def _grid_rows(out, sample, reasons, more_shards, per_grid, files, seed) -> dict
         rows = table.filter(mask)
         if rows.num_rows > per_grid:
             rows = rows.take(pa.array(np.sort(rng.choice(rows.num_rows, per_grid, replace=False))))
-        return rows.select([c for c in ("key", "caption", "status", "reject_reason", "reject_stage", "file", "row") if c in rows.column_names])
+        return rows.select(
+            [
+                c
+                for c in ("key", "caption", "status", "reject_reason", "reject_stage", "file", "row")
+                if c in rows.column_names
+            ]
+        )
 
     grids = {"kept": pick(sample, pc.equal(sample.column("status"), "kept"))} if sample.num_rows else {}
     for reason in reasons:
@@ -140,7 +152,9 @@ def _grid_rows(out, sample, reasons, more_shards, per_grid, files, seed) -> dict
     for _, rejected in more_shards:
         if not short or rejected is None:
             continue
-        table = _read(out, rejected, SMALL_COLUMNS, files).select(["key", "caption", "status", "reject_reason", "reject_stage", "file", "row"])
+        table = _read(out, rejected, SMALL_COLUMNS, files).select(
+            ["key", "caption", "status", "reject_reason", "reject_stage", "file", "row"]
+        )
         for reason in list(short):
             have = grids.get(reason)
             found = table.filter(pc.equal(table.column("reject_reason"), reason))
@@ -174,7 +188,9 @@ def thresholds(manifest: dict, score_columns: list[str]) -> list[Threshold]:
     found = []
     clip = cfg.get("clip", {})
     if clip.get("min_score") is not None:
-        found.append(Threshold("clip_score", float(clip["min_score"]), "below", f"clip.min_score {clip['min_score']:g}"))
+        found.append(
+            Threshold("clip_score", float(clip["min_score"]), "below", f"clip.min_score {clip['min_score']:g}")
+        )
     computed = (manifest.get("clip_threshold") or {}).get("keep_fraction_threshold")
     if computed is not None:
         fraction = manifest["clip_threshold"].get("keep_fraction")
@@ -183,7 +199,14 @@ def thresholds(manifest: dict, score_columns: list[str]) -> list[Threshold]:
         if head.get("threshold") is None:
             continue
         column = head.get("column") or head["name"]
-        found.append(Threshold(column, float(head["threshold"]), head.get("reject", "above"), f"{head['name']} {head.get('reject', 'above')} {head['threshold']:g}"))
+        found.append(
+            Threshold(
+                column,
+                float(head["threshold"]),
+                head.get("reject", "above"),
+                f"{head['name']} {head.get('reject', 'above')} {head['threshold']:g}",
+            )
+        )
     return [t for t in found if t.column in score_columns or not score_columns]
 
 

@@ -112,7 +112,9 @@ def _funnel(data: ReportData) -> str:
     rows = []
     for stage, reasons in stages:
         subtotal = sum(c for _, c in reasons)
-        rows.append(f'<tr class="stage"><td>{escape(stage)}</td><td></td><td class="n">{subtotal:,}</td><td class="n">{_pct(subtotal, total)}</td></tr>')
+        rows.append(
+            f'<tr class="stage"><td>{escape(stage)}</td><td></td><td class="n">{subtotal:,}</td><td class="n">{_pct(subtotal, total)}</td></tr>'
+        )
         for reason, count in reasons:
             rows.append(
                 f'<tr data-reason="{escape(reason)}"><td></td><td>{escape(reason)}</td>'
@@ -123,7 +125,9 @@ def _funnel(data: ReportData) -> str:
         + "".join(rows)
         + f'<tr class="stage"><td>kept</td><td></td><td class="n">{f["kept"]:,}</td><td class="n">{_pct(f["kept"], total)}</td></tr></table>'
     )
-    chart = _img(plots.funnel([(s, sum(c for _, c in r)) for s, r in stages], total), "funnel: rows remaining after each stage")
+    chart = _img(
+        plots.funnel([(s, sum(c for _, c in r)) for s, r in stages], total), "funnel: rows remaining after each stage"
+    )
     return f'<div class="cards">{cards}</div><div class="plots"><div>{table}</div>{chart}</div>'
 
 
@@ -167,7 +171,9 @@ class TileGrids:
         images = read_images(self.data.output_url, self.data.files, wanted)
         start = 0
         for i, (rows, score_column) in enumerate(self.grids):
-            page = page.replace(self._placeholder(i), _tiles(rows, images[start : start + rows.num_rows], score_column), 1)
+            page = page.replace(
+                self._placeholder(i), _tiles(rows, images[start : start + rows.num_rows], score_column), 1
+            )
             start += rows.num_rows
         return page
 
@@ -179,22 +185,38 @@ class TileGrids:
 def _tiles(rows: pa.Table, images: list[bytes | None], score_column: str | None = None) -> str:
     captions = rows.column("caption").to_pylist()
     keys = rows.column("key").to_pylist()
-    scores = rows.column(score_column).to_pylist() if score_column and score_column in rows.column_names else [None] * rows.num_rows
+    scores = (
+        rows.column(score_column).to_pylist()
+        if score_column and score_column in rows.column_names
+        else [None] * rows.num_rows
+    )
     tiles = []
     for key, caption, image, score in zip(keys, captions, images, scores):
         thumb = plots.thumbnail(image)
-        picture = f'<img alt="{escape(str(key))}" src="data:image/jpeg;base64,{thumb}">' if thumb else '<div class="none">no image</div>'
+        picture = (
+            f'<img alt="{escape(str(key))}" src="data:image/jpeg;base64,{thumb}">'
+            if thumb
+            else '<div class="none">no image</div>'
+        )
         shown = f'<div class="score">{escape(score_column)} {score:.3f}</div>' if score is not None else ""
-        tiles.append(f'<div class="tile" title="{escape(str(key))}">{picture}{shown}<div class="cap">{escape(caption or "")}</div></div>')
+        tiles.append(
+            f'<div class="tile" title="{escape(str(key))}">{picture}{shown}<div class="cap">{escape(caption or "")}</div></div>'
+        )
     return f'<div class="grid">{"".join(tiles)}</div>'
 
 
 def _samples(data: ReportData, tiles: TileGrids) -> str:
     parts = []
     for name, rows in data.grid_rows.items():
-        count = data.manifest["funnel"]["kept"] if name == "kept" else data.manifest["funnel"]["rejected_by_reason"].get(name, 0)
+        count = (
+            data.manifest["funnel"]["kept"]
+            if name == "kept"
+            else data.manifest["funnel"]["rejected_by_reason"].get(name, 0)
+        )
         heading = "kept" if name == "kept" else f"rejected: {name}"
-        parts.append(f'<div class="sample-grid" data-reason="{escape(name)}"><h3>{escape(heading)} <span class="muted">({count:,} rows)</span></h3>{tiles.grid(rows)}</div>')
+        parts.append(
+            f'<div class="sample-grid" data-reason="{escape(name)}"><h3>{escape(heading)} <span class="muted">({count:,} rows)</span></h3>{tiles.grid(rows)}</div>'
+        )
     return "".join(parts)
 
 
@@ -240,21 +262,31 @@ def _captions(data: ReportData) -> str:
         return '<p class="muted">No rows sampled.</p>'
     parts = [f'<p class="muted">In the sample of {n:,} rows.</p>']
     if "lang" in sample.column_names and sample.column("lang").null_count < n:
-        kept = Counter(l for l, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist()) if s == "kept")
-        rejected = Counter(l for l, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist()) if s != "kept")
-        languages = sorted(set(kept) | set(rejected), key=lambda l: (-(kept[l] + rejected[l]), str(l)))[:15]
-        rows = "".join(
-            f'<tr><td>{escape(str(l) if l is not None else "not identified")}</td><td class="n">{kept[l]:,}</td><td class="n">{rejected[l]:,}</td></tr>'
-            for l in languages
+        kept = Counter(
+            lang
+            for lang, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist())
+            if s == "kept"
         )
-        parts.append(f'<h3>Caption languages</h3><table id="languages"><tr><th>lang</th><th>kept</th><th>rejected</th></tr>{rows}</table>')
+        rejected = Counter(
+            lang
+            for lang, s in zip(sample.column("lang").to_pylist(), sample.column("status").to_pylist())
+            if s != "kept"
+        )
+        languages = sorted(set(kept) | set(rejected), key=lambda lang: (-(kept[lang] + rejected[lang]), str(lang)))[:15]
+        rows = "".join(
+            f'<tr><td>{escape(str(lang) if lang is not None else "not identified")}</td><td class="n">{kept[lang]:,}</td><td class="n">{rejected[lang]:,}</td></tr>'
+            for lang in languages
+        )
+        parts.append(
+            f'<h3>Caption languages</h3><table id="languages"><tr><th>lang</th><th>kept</th><th>rejected</th></tr>{rows}</table>'
+        )
     if "pii" in sample.column_names and sample.column("pii").null_count < n:
         found = [kinds for kinds in sample.column("pii").to_pylist() if kinds is not None]
         kinds = Counter(kind for row in found for kind in row)
         rows = "".join(f'<tr><td>{escape(k)}</td><td class="n">{c:,}</td></tr>' for k, c in kinds.most_common())
         with_pii = sum(1 for row in found if row)
         parts.append(
-            f'<h3>Personal data in captions</h3><p>{with_pii:,} of {len(found):,} examined captions ({_pct(with_pii, len(found))}) '
+            f"<h3>Personal data in captions</h3><p>{with_pii:,} of {len(found):,} examined captions ({_pct(with_pii, len(found))}) "
             f'held personal data.</p><table id="pii"><tr><th>kind</th><th>captions</th></tr>{rows}</table>'
         )
     else:
@@ -281,11 +313,18 @@ def _audit(result: Audit | None) -> str:
         f"when its rejection rate is at least 1.5&times; the overall rate and at least 3 standard errors above it.</p>"
     ]
     flags = [g.flag for g in result.clusters + result.topics if g.flag]
-    parts.append("".join(f'<div class="flag">{escape(f)}</div>' for f in flags) or '<p class="ok">No group is rejected far more often than the rest.</p>')
+    parts.append(
+        "".join(f'<div class="flag">{escape(f)}</div>' for f in flags)
+        or '<p class="ok">No group is rejected far more often than the rest.</p>'
+    )
     for title, groups in (("Image clusters", result.clusters), ("Caption topics", result.topics)):
         names = [f"{g.index}: {g.label[:40]}" for g in groups]
-        chart = plots.group_rates(names, [g.kept for g in groups], [g.rejected for g in groups], result.overall_rate, title)
-        parts.append(f'<h3>{title}</h3><div class="plots"><div>{_group_table(groups, result.overall_by_reason)}</div>{_img(chart, title)}</div>')
+        chart = plots.group_rates(
+            names, [g.kept for g in groups], [g.rejected for g in groups], result.overall_rate, title
+        )
+        parts.append(
+            f'<h3>{title}</h3><div class="plots"><div>{_group_table(groups, result.overall_by_reason)}</div>{_img(chart, title)}</div>'
+        )
     return "".join(parts)
 
 
@@ -296,15 +335,23 @@ def _clusters(data: ReportData, result: Audit | None) -> str:
         sizes, source = np.bincount(result.cluster_labels), "sampled rows per audit cluster"
     else:
         return '<p class="muted">No clusters: the run kept no dedup state and the output has no embeddings.</p>'
-    summary = f"{len(sizes)} clusters; rows per cluster min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}"
-    return f'<p class="muted">{escape(summary)}</p>' + _img(plots.cluster_sizes(sizes, source), "cluster-size distribution")
+    summary = (
+        f"{len(sizes)} clusters; rows per cluster min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}"
+    )
+    return f'<p class="muted">{escape(summary)}</p>' + _img(
+        plots.cluster_sizes(sizes, source), "cluster-size distribution"
+    )
 
 
 def _run(data: ReportData) -> str:
     m = data.manifest
     timings = dict(m.get("timings", {}))
     stages = timings.pop("stages", None) or {}
-    rows = "".join(f'<tr><td>{escape(str(k))}</td><td class="n">{v:,.2f} s</td></tr>' for k, v in timings.items() if isinstance(v, (int, float)))
+    rows = "".join(
+        f'<tr><td>{escape(str(k))}</td><td class="n">{v:,.2f} s</td></tr>'
+        for k, v in timings.items()
+        if isinstance(v, (int, float))
+    )
     stage_rows = "".join(
         f'<tr><td>{escape(str(k))}</td><td class="n">{v:,.2f} s</td></tr>'
         for k, v in sorted(stages.items(), key=lambda kv: -kv[1])

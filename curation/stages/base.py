@@ -50,7 +50,11 @@ def binary_views(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memory
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     values = values.cast(pa.binary())
     _, offsets, data = values.buffers()
-    ends = np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4) if offsets is not None else np.zeros(1, np.int32)
+    ends = (
+        np.frombuffer(offsets, np.int32, len(values) + 1, values.offset * 4)
+        if offsets is not None
+        else np.zeros(1, np.int32)
+    )
     return ends, (memoryview(data) if data is not None else None)
 
 

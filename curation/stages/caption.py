@@ -181,15 +181,9 @@ _EMAIL = re.compile(
 # Phones. International: +CC then digit groups; US: (555) 123-4567, 555-123-4567, 1-800-555-0199; European
 # national numbers start with the trunk 0: 030 1234567, 06 12 34 56 78, 020 7946 0958, 089/1234567.
 # Each is a run of digit groups that must not continue into more digits, and the digit count is checked.
-_PHONE_INTL = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d++(?:[ .-]\d++){0,6}+(?![\w]|[.,-]\d)"
-)
-_PHONE_US = re.compile(
-    r"(?<![\w+.,$/-])(?:1[ .-])?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w]|[.,/-]\d)"
-)
-_PHONE_EU = re.compile(
-    r"(?<![\w+.,/:$-])(?:\(0\d{1,4}\)|0\d{1,4})(?:[ /.-]\d{2,8}){1,5}+(?![\w]|[.,:/-]\d)"
-)
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d++(?:[ .-]\d++){0,6}+(?![\w]|[.,-]\d)")
+_PHONE_US = re.compile(r"(?<![\w+.,$/-])(?:1[ .-])?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w]|[.,/-]\d)")
+_PHONE_EU = re.compile(r"(?<![\w+.,/:$-])(?:\(0\d{1,4}\)|0\d{1,4})(?:[ /.-]\d{2,8}){1,5}+(?![\w]|[.,:/-]\d)")
 _DATE_PREFIX = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}(?!\d)")
 
 _CARD = re.compile(r"(?<![\w+.,/$-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!-?\d)(?![\w]|[.,/]\d)")

@@ -1,187 +1,28 @@
-"""Decode and validate image bytes: sha256, perceptual hash, size, and the model-sized pixels.
-
-Untrusted bytes: PIL's decompression-bomb guard is enforced with our own limit, every decoding error
-becomes a reject reason, and only the web's raster formats are opened (never EPS, which PIL hands to
-Ghostscript, nor the dozens of exotic plugins). Animated images give their first frame; 16-bit and float
-images are scaled to 8 bits rather than clipped; a broken EXIF block is ignored, not a rejection. JPEGs are decoded at reduced scale (draft mode) when the model input is
-smaller than the image, and resized once (short side to the model size, centre crop), as open_clip's
-own preprocessing does.
-"""
+"""The decode stage: sha256, perceptual hash, size and the model-sized pixels of each row's image
+(the decoding itself, with its limits on untrusted bytes, is `curation.images`)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import pyarrow as pa
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from curation.images import (  # noqa: F401 - re-exported: the stage's public helpers
+    FORMATS,
+    PHASH_SIZE,
+    DecodedImage,
+    dct_matrix,
+    decode_image,
+    decode_quietly,
+    phash64,
+    phash_from_low_frequencies,
+    quiet_warnings,
+)
 from curation.schema import RejectReason, Stage, Status
 from curation.stages.base import BatchStage, apply_rejections, set_column
-
-EXIF_ORIENTATION = 0x0112
-# The formats decoded (multi-picture JPEGs open as JPEG); anything else is not_an_image.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-# Signatures of those formats: bytes that start like an image but do not open are undecodable_image.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    width: int
-    height: int
-    phash: int
-    pixels: bytes  # size x size x 3, uint8 RGB
-
-
-PHASH_SIZE = 32  # imagehash's pHash: a 32x32 greyscale thumbnail, its 8x8 lowest DCT frequencies
-PHASH_LOW = 8
-
-
-def phash64(image: Image.Image) -> int:
-    """imagehash's 8x8 pHash packed big-endian into 64 bits (bit i set: frequency i above the median).
-
-    Same algorithm as `imagehash.phash`, but the thumbnail is made with a reducing gap (a box
-    reduction first, then Lanczos): 3x faster on photographs, and the same bits on almost every image
-    (rarely one or two of the 64 differ, far inside the near-duplicate radius).
-    """
-    grey = image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return phash_bits(np.asarray(grey, dtype=np.float64))
-
-
-def dct_matrix(n: int = PHASH_SIZE, rows: int = PHASH_LOW) -> np.ndarray:
-    """The first `rows` rows of scipy's unnormalised DCT-II as a matrix: dct(x) = M @ x."""
-    k, i = np.arange(rows)[:, None], np.arange(n)[None, :]
-    return 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
-
-
-_DCT = dct_matrix()
-
-
-def phash_bits(thumbnail: np.ndarray) -> int:
-    """The pHash of a 32x32 greyscale thumbnail: DCT-II along both axes, low 8x8 against their median."""
-    return phash_from_low_frequencies(_DCT @ thumbnail @ _DCT.T)
-
-
-def phash_from_low_frequencies(low: np.ndarray) -> int:
-    bits = (low > np.median(low)).flatten()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-class _QuietWarnings:
-    """Warnings silenced while any thread is inside (hostile files warn about EXIF, palettes, bombs: the
-    reject reasons say it). `warnings.catch_warnings` swaps the process-wide filter list on entry and puts
-    back what it saw on exit, so threads entering and leaving it at once (an actor decoding two shards)
-    would scramble it: here the first thread in silences them, and the last one out restores them."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._saved: warnings.catch_warnings | None = None
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if not self._inside:
-                self._saved = warnings.catch_warnings()
-                self._saved.__enter__()
-                warnings.simplefilter("ignore")
-            self._inside += 1
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._inside -= 1
-            if not self._inside:
-                self._saved.__exit__(None, None, None)
-                self._saved = None
-
-
-quiet_warnings = _QuietWarnings()
-
-
-def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
-    """Decode untrusted bytes into model-ready pixels, or the reason they cannot be used."""
-    with quiet_warnings:
-        return _decode_quietly(data, size=size, max_pixels=max_pixels)
-
-
-def _decode_quietly(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
-    """decode_image, for callers already inside `quiet_warnings`."""
-    if data is None:
-        return RejectReason.MISSING_IMAGE
-    if not data:
-        return RejectReason.EMPTY_IMAGE
-    opened = _open(data, size=size, max_pixels=max_pixels)
-    if isinstance(opened, RejectReason):
-        return opened
-    image, width, height = opened
-    try:
-        if _orientation(image) in (5, 6, 7, 8):
-            width, height = height, width
-        image = _to_rgb(_upright(image))
-        phash = phash64(image)
-        fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
-        pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
-    except Exception:  # noqa: BLE001
-        return RejectReason.UNDECODABLE_IMAGE
-    return DecodedImage(width=width, height=height, phash=phash, pixels=pixels)
-
-
-def _open(data: bytes, *, size: int, max_pixels: int) -> tuple[Image.Image, int, int] | RejectReason:
-    try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            return RejectReason.DECOMPRESSION_BOMB
-        if image.format == "JPEG":
-            image.draft("RGB", (size, size))
-        image.load()
-    except Image.DecompressionBombError:
-        return RejectReason.DECOMPRESSION_BOMB
-    except UnidentifiedImageError:
-        return RejectReason.UNDECODABLE_IMAGE if data.startswith(_MAGIC) else RejectReason.NOT_AN_IMAGE
-    except OSError as exc:
-        message = str(exc).lower()
-        truncated = "truncated" in message or "broken data stream" in message
-        return RejectReason.TRUNCATED_IMAGE if truncated else RejectReason.UNDECODABLE_IMAGE
-    except Exception:  # noqa: BLE001 - hostile bytes can raise anything from a codec
-        return RejectReason.UNDECODABLE_IMAGE
-    return image, width, height
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to drop the image
-        return 1
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    if _orientation(image) == 1:
-        return image
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001
-        return image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode.startswith("I") or image.mode == "F":  # 16-bit, 32-bit int and float greyscale
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
-        top = float(values.max()) if values.size else 0.0
-        if image.mode.startswith("I;16") or (image.mode == "I" and top > 255):
-            values = values / 257.0
-        elif image.mode == "F" and top <= 1.0:
-            values = values * 255.0
-        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
 
 
 @dataclass(kw_only=True)
@@ -203,7 +44,7 @@ class DecodeStage(BatchStage):
         """One result per row, in row order: decoded, a reason, or None for rows already rejected."""
 
         def decode(data: bytes | None, keep: bool) -> DecodedImage | RejectReason | None:
-            return _decode_quietly(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
+            return decode_quietly(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
 
         with quiet_warnings:  # once, here, for the decoding threads
             if self.threads <= 1 or sum(kept) < 2:

@@ -82,7 +82,9 @@ class EmbedStage(BatchStage):
             table = set_column(table, column, values, pa.float32())
         return table.drop_columns(["pixels"])
 
-    def embed(self, pixels: pa.Array | pa.ChunkedArray, captions: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def embed(
+        self, pixels: pa.Array | pa.ChunkedArray, captions: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """L2-normalised image and text embeddings (float32) and each head's scores, in micro-batches,
         of `pixels` (one value per image, as the decode stage makes them) and their captions."""
         import torch

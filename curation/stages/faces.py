@@ -15,7 +15,7 @@ about its size around it, and its grey levels are continuous. Haar features resp
 layout (eyes and brows darker than cheeks) that flat drawings reproduce too, e.g. a disc with a 2x2 grid
 of dots: one cascade alone fires on a few in every thousand synthetic scenes, the three together on
 about two in a thousand, and those are a few flat tones with an empty gap between them, where the
-shading of skin has none (`TONE_GAP`; measured by curation/bench/faces.py).
+shading of skin has none (`TONE_GAP`; measured by curation/lab/bench/faces.py).
 
 Blurring works on the full-resolution upright image: each face box, widened by `MARGIN` on every side,
 is reduced to about `CELLS` cells across the face and smoothed back up, which leaves no feature to
@@ -45,9 +45,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from curation.images import FORMATS, orientation, to_rgb, upright
 from curation.schema import RejectReason, Stage
 from curation.stages.base import BatchStage, apply_rejections, kept_mask, set_column
-from curation.stages.decode import FORMATS, _orientation, _to_rgb, _upright
 from curation.stages.release import mark_bytes_rewritten
 
 FaceMode = Literal["blur", "reject", "off"]
@@ -177,13 +177,13 @@ def analysis_image(data: bytes, *, max_pixels: int) -> tuple[np.ndarray, tuple[i
         width, height = image.size
         if width * height > max_pixels:
             raise ValueError("over the pixel limit")
-        if _orientation(image) in (5, 6, 7, 8):
+        if orientation(image) in (5, 6, 7, 8):
             width, height = height, width
         scale = ANALYSIS_SIDE / max(width, height)
         if image.format == "JPEG" and scale < 1:
             image.draft("L", (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))))
         image.load()
-        grey = _grey(_upright(image))
+        grey = _grey(upright(image))
         if max(grey.size) > ANALYSIS_SIDE:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             grey = grey.resize(size, Image.Resampling.BILINEAR)
@@ -248,7 +248,7 @@ def blur_faces(data: bytes, faces: Faces, *, max_pixels: int) -> bytes | None:
             source.load()
             fmt = source.format if source.format in ENCODINGS else "JPEG"
             icc = source.info.get("icc_profile")
-            image = _for_output(_upright(source), fmt)
+            image = _for_output(upright(source), fmt)
         pixels = np.array(image)  # a writable copy
         for box in faces.boxes:
             _blur_box(pixels, box)
@@ -262,14 +262,14 @@ def blur_faces(data: bytes, faces: Faces, *, max_pixels: int) -> bytes | None:
 
 def _grey(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
-        image = _to_rgb(image)
+        image = to_rgb(image)
     return image if image.mode == "L" else image.convert("L")
 
 
 def _for_output(image: Image.Image, fmt: str) -> Image.Image:
     """The image in a mode `fmt` saves: 8-bit grey or RGB, with alpha where the format keeps it."""
     if image.mode.startswith("I") or image.mode == "F":
-        image = _to_rgb(image)
+        image = to_rgb(image)
     alpha = image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (image.mode == "P" and "transparency" in image.info)
     grey = image.mode in ("1", "L", "LA", "La")
     if fmt == "JPEG":

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from curation.images import orientation
 from curation.schema import RejectReason
 from curation.stages.decode import (
     PHASH_SIZE,
     DecodedImage,
     DecodeStage,
-    _orientation,
     dct_matrix,
     decode_image,
     phash_from_low_frequencies,
@@ -98,7 +98,7 @@ class GpuDecodeStage(DecodeStage):
             with quiet_warnings:
                 image = Image.open(io.BytesIO(data), formats=("JPEG",))
                 width, height = image.size
-                if image.format != "JPEG" or image.mode not in DEVICE_MODES or _orientation(image) != 1:
+                if image.format != "JPEG" or image.mode not in DEVICE_MODES or orientation(image) != 1:
                     return None
         except Exception:  # noqa: BLE001 - hostile headers: the CPU decoder gives the reason
             return None
@@ -123,7 +123,10 @@ class GpuDecodeStage(DecodeStage):
         pixels = pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         for j, (i, header, _) in enumerate(done):
             results[i] = DecodedImage(
-                width=header.width, height=header.height, phash=phash_from_low_frequencies(low[j]), pixels=pixels[j].tobytes()
+                width=header.width,
+                height=header.height,
+                phash=phash_from_low_frequencies(low[j]),
+                pixels=pixels[j].tobytes(),
             )
 
     def _device_decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:

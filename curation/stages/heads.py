@@ -49,7 +49,9 @@ class HeadsFilter(Filter):
         return cls(rules=tuple(HeadRule.of(h) for h in heads if h.threshold is not None))
 
     def verdicts(self, kept: pa.Table) -> list[RejectReason | None]:
-        columns = {rule.column: kept.column(rule.column).to_pylist() for rule in self.rules if rule.column in kept.column_names}
+        columns = {
+            rule.column: kept.column(rule.column).to_pylist() for rule in self.rules if rule.column in kept.column_names
+        }
         verdicts: list[RejectReason | None] = [None] * kept.num_rows
         for i in range(kept.num_rows):
             for rule in self.rules:

@@ -36,7 +36,17 @@ from curation.stages.base import Filter, apply_rejections, kept_mask, set_column
 NO_LANGUAGE = "zxx"
 # py3langid labels folded into one code: regional varieties into their macrolanguage, and the ISO
 # 639-3 labels of languages that have an ISO 639-1 code.
-FOLD = {"ary": "ar", "arz": "ar", "yue": "zh", "wuu": "zh", "uzs": "uz", "sdh": "ku", "fuv": "ff", "gug": "gn", "kik": "ki"}
+FOLD = {
+    "ary": "ar",
+    "arz": "ar",
+    "yue": "zh",
+    "wuu": "zh",
+    "uzs": "uz",
+    "sdh": "ku",
+    "fuv": "ff",
+    "gug": "gn",
+    "kik": "ki",
+}
 # Every code `language_scores` returns (checked against the model by the tests), so `keep` is checked when the
 # stage is built, not in a worker.
 KNOWN_CODES = frozenset(

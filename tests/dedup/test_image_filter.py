@@ -71,8 +71,14 @@ def test_applied_filter_decision_is_a_rejection_without_dup_of():
         }
     )
     applied = apply_decisions(table, {"a": (None, OUTSIDE_REFERENCE)}).to_pylist()
-    assert applied[0] == {"key": "a", "status": "rejected", "reject_reason": "outside_reference_clusters",
-                          "reject_stage": "image_filter", "dup_of": None, "dup_kind": None}
+    assert applied[0] == {
+        "key": "a",
+        "status": "rejected",
+        "reject_reason": "outside_reference_clusters",
+        "reject_stage": "image_filter",
+        "dup_of": None,
+        "dup_kind": None,
+    }
     assert applied[1]["status"] == "kept" and applied[1]["reject_reason"] is None
 
 

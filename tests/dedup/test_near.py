@@ -22,7 +22,16 @@ data = pytest.importorskip("skimage.data")
 
 # Natural photographs; textures (brick, grass) and text pages are another regime (see near.py).
 PHOTOS = (
-    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "clock", "immunohistochemistry", "retina", "moon"
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "clock",
+    "immunohistochemistry",
+    "retina",
+    "moon",
 )
 
 

@@ -115,11 +115,27 @@ def test_captions_that_disagree_keep_look_alike_images_apart():
     both = cluster_decisions(keys, image, quality, eps=0.05, text_emb=text, text_eps=0.05)
     assert both.column("key").to_pylist() == ["k0"] and both.column("dup_of").to_pylist() == ["k1"]
     # the same against an earlier refresh's kept rows; old rows without captions: images alone
-    old = against_index_decisions(["k1", "k3"], image[[1, 3]], ["o0", "o2"], image[[0, 2]], eps=0.05,
-                                  new_text=text[[1, 3]], old_text=text[[0, 2]], text_eps=0.05)
+    old = against_index_decisions(
+        ["k1", "k3"],
+        image[[1, 3]],
+        ["o0", "o2"],
+        image[[0, 2]],
+        eps=0.05,
+        new_text=text[[1, 3]],
+        old_text=text[[0, 2]],
+        text_eps=0.05,
+    )
     assert old.column("key").to_pylist() == ["k1"] and old.column("dup_of").to_pylist() == ["o0"]
-    no_text = against_index_decisions(["k1", "k3"], image[[1, 3]], ["o0", "o2"], image[[0, 2]], eps=0.05,
-                                      new_text=text[[1, 3]], old_text=None, text_eps=0.05)
+    no_text = against_index_decisions(
+        ["k1", "k3"],
+        image[[1, 3]],
+        ["o0", "o2"],
+        image[[0, 2]],
+        eps=0.05,
+        new_text=text[[1, 3]],
+        old_text=None,
+        text_eps=0.05,
+    )
     assert no_text.column("key").to_pylist() == ["k1", "k3"]
 
 
@@ -128,8 +144,16 @@ def test_the_state_keeps_caption_embeddings_beside_an_older_state_without_them()
 
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float16)), 4)
     older = pa.table({"key": ["a"], "sha256": ["s"], "phash": pa.array([1], pa.uint64()), "img_emb": emb.slice(0, 1)})
-    alive = pa.table({"key": ["b"], "sha256": ["t"], "phash": pa.array([2], pa.uint64()), "img_emb": emb.slice(1, 1),
-                      "txt_emb": emb.slice(0, 1), "clip_score": [0.5]})
+    alive = pa.table(
+        {
+            "key": ["b"],
+            "sha256": ["t"],
+            "phash": pa.array([2], pa.uint64()),
+            "img_emb": emb.slice(1, 1),
+            "txt_emb": emb.slice(0, 1),
+            "clip_score": [0.5],
+        }
+    )
     state = state_rows(alive, older)
     assert state.column_names == ["key", "sha256", "phash", "img_emb", "txt_emb"]
     assert state.column("key").to_pylist() == ["a", "b"] and state.column("txt_emb").null_count == 1

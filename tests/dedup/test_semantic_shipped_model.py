@@ -20,15 +20,25 @@ UNSEEN_SEED = 4243  # train-clip renders from seed 0 (and held-out pairs from 1_
 
 @pytest.fixture(scope="module")
 def scored(score_unseen_world):
-    truth, (keys, emb, text, quality) = score_unseen_world(UNSEEN_SEED, 1500, 500, ("key", "img_emb", "txt_emb", "clip_score"))
+    truth, (keys, emb, text, quality) = score_unseen_world(
+        UNSEEN_SEED, 1500, 500, ("key", "img_emb", "txt_emb", "clip_score")
+    )
     keep = [i for i, vector in enumerate(emb) if vector is not None]  # rows that decoded
     keys, quality = [keys[i] for i in keep], [quality[i] for i in keep]
     emb, text = (np.array([values[i] for i in keep], np.float16) for values in (emb, text))
     d = load_config("pipelines/demo.yaml").dedup
     found = {}
     for name, text_eps in (("images alone", None), ("with captions", d.semantic_text_eps)):
-        decisions = semantic_dedup(keys, emb, quality, eps=d.semantic_eps, k=default_clusters(len(keys), len(keys)),
-                                   seed=0, text_emb=text, text_eps=text_eps)
+        decisions = semantic_dedup(
+            keys,
+            emb,
+            quality,
+            eps=d.semantic_eps,
+            k=default_clusters(len(keys), len(keys)),
+            seed=0,
+            text_emb=text,
+            text_eps=text_eps,
+        )
         found[name] = dict(zip(decisions.column("key").to_pylist(), decisions.column("dup_of").to_pylist()))
     return truth, found
 
@@ -42,7 +52,9 @@ def test_copies_of_scenes_are_found_and_little_else(scored):
     for name, dup_of in found.items():
         hits = [g for g in groups if sum(m in dup_of for m in (g["original"], *g["copies"])) >= len(g["copies"])]
         outside[name] = [k for k in dup_of if k not in planted]
-        print(f"{name}: {len(hits)} of {len(groups)} copies found; {len(outside[name])} of {len(dup_of)} flagged rows outside the planted groups")
+        print(
+            f"{name}: {len(hits)} of {len(groups)} copies found; {len(outside[name])} of {len(dup_of)} flagged rows outside the planted groups"
+        )
     dup_of = found["with captions"]
     hits = [g for g in groups if sum(m in dup_of for m in (g["original"], *g["copies"])) >= len(g["copies"])]
     assert len(groups) >= 30 and len(hits) >= 0.9 * len(groups), (len(hits), len(groups))

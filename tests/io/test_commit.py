@@ -39,7 +39,9 @@ def column_chunks(data) -> dict:
 
 
 def test_image_bytes_skip_dictionary_and_statistics_other_columns_keep_them():
-    chunks = column_chunks(parquet_buffer(scored_like(), compression={"image": "none", "key": "zstd", "img_emb": "zstd", "status": "zstd"}))
+    chunks = column_chunks(
+        parquet_buffer(scored_like(), compression={"image": "none", "key": "zstd", "img_emb": "zstd", "status": "zstd"})
+    )
     assert not chunks["image"].is_stats_set and not chunks["image"].has_dictionary_page
     assert chunks["image"].compression == "UNCOMPRESSED"
     assert chunks["key"].is_stats_set and chunks["key"].statistics.min == "s/000"

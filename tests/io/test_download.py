@@ -26,7 +26,12 @@ from curation.stages.decode import DecodeStage
 from curation.stages.download import DownloadStage
 
 FAST = DownloadConfig(
-    timeout_s=0.5, retries=2, backoff_s=0.01, max_wait_s=2.0, max_bytes=1 << 20, concurrency=8,
+    timeout_s=0.5,
+    retries=2,
+    backoff_s=0.01,
+    max_wait_s=2.0,
+    max_bytes=1 << 20,
+    concurrency=8,
     allow_private_addresses=True,
 )
 
@@ -257,8 +262,18 @@ def test_runs_inside_a_running_event_loop(server):
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://example.com/a.jpg", "data:image/png;base64,AAAA", "javascript:alert(1)",
-     "", "not a url", "http://", "//example.com/a.jpg", 42, "http://" + "a" * 9000 + ".com/"],
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/a.jpg",
+        "data:image/png;base64,AAAA",
+        "javascript:alert(1)",
+        "",
+        "not a url",
+        "http://",
+        "//example.com/a.jpg",
+        42,
+        "http://" + "a" * 9000 + ".com/",
+    ],
 )
 def test_only_http_urls_are_fetchable(url):
     assert check_url(url) is RejectReason.INVALID_URL
@@ -276,7 +291,9 @@ def test_retry_after_parsing():
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30.0
     assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
-    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None and retry_after_seconds("nan") is None
+    assert (
+        retry_after_seconds("soon") is None and retry_after_seconds(None) is None and retry_after_seconds("nan") is None
+    )
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
@@ -319,7 +336,12 @@ def test_download_stage_on_a_url_list_shard(server, tmp_path):
 
     table = DownloadStage(download=FAST).process_batch(raw)
     table = DecodeStage(image_size=32).process_batch(table)
-    got = {k: (s, r, st) for k, s, r, st in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reject_reason", "reject_stage")))}
+    got = {
+        k: (s, r, st)
+        for k, s, r, st in zip(
+            *(table.column(c).to_pylist() for c in ("key", "status", "reject_reason", "reject_stage"))
+        )
+    }
     assert got == {
         "list/000": ("kept", None, None),
         "list/001": ("rejected", "http_404", "download"),
@@ -335,9 +357,14 @@ def test_download_stage_on_a_url_list_shard(server, tmp_path):
 def test_download_stage_leaves_byte_shards_alone():
     table = pa.table(
         {
-            "key": ["s/a", "s/b"], "source": ["s", "s"], "url": ["http://127.0.0.1:9/a", None],
-            "caption": ["x", "y"], "image": [b"bytes", None],
-            "status": ["kept", "rejected"], "reject_reason": [None, "missing_image"], "reject_stage": [None, "read"],
+            "key": ["s/a", "s/b"],
+            "source": ["s", "s"],
+            "url": ["http://127.0.0.1:9/a", None],
+            "caption": ["x", "y"],
+            "image": [b"bytes", None],
+            "status": ["kept", "rejected"],
+            "reject_reason": [None, "missing_image"],
+            "reject_stage": [None, "read"],
         }
     )
     assert DownloadStage(download=FAST).process_batch(table).equals(table)

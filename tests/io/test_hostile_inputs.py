@@ -207,7 +207,9 @@ def raw_kind(name: str, ext: str, data: Callable[[str], bytes], expect: Expect, 
 
 
 def cut_mid_member(directory: Path, kind: str) -> Expect:
-    data = tar_bytes(sample("ok1", jpeg(f"{kind}-1")) + sample("ok2", jpeg(f"{kind}-2")) + sample("c", jpeg(f"{kind}-3")))
+    data = tar_bytes(
+        sample("ok1", jpeg(f"{kind}-1")) + sample("ok2", jpeg(f"{kind}-2")) + sample("c", jpeg(f"{kind}-3"))
+    )
     write(directory, kind, "tar", data[: offsets(data)["c.jpg"] + 512 + 300])  # 300 bytes into c.jpg's data
     return {"ok1": None, "ok2": None, "c": "broken_tar_member"}
 
@@ -227,7 +229,9 @@ def cut_at_member_boundary(directory: Path, kind: str) -> Expect:
 
 
 def garbage_header(directory: Path, kind: str) -> Expect:
-    data = bytearray(tar_bytes(sample("ok1", jpeg(f"{kind}-1")) + sample("c", jpeg(f"{kind}-2")) + sample("ok3", jpeg(f"{kind}-3"))))
+    data = bytearray(
+        tar_bytes(sample("ok1", jpeg(f"{kind}-1")) + sample("c", jpeg(f"{kind}-2")) + sample("ok3", jpeg(f"{kind}-3")))
+    )
     at = offsets(bytes(data))["c.jpg"]
     data[at : at + 512] = b"\xa5" * 512
     write(directory, kind, "tar", bytes(data))
@@ -297,7 +301,8 @@ KINDS: list[Kind] = [
     sample_kind(
         "hardlink_member",
         lambda k: (
-            sample(f"{k}-ok", jpeg(k)) + [member(f"{k}.jpg", kind=tarfile.LNKTYPE, link=f"{k}-ok.jpg"), member(f"{k}.txt", CAPTION)],
+            sample(f"{k}-ok", jpeg(k))
+            + [member(f"{k}.jpg", kind=tarfile.LNKTYPE, link=f"{k}-ok.jpg"), member(f"{k}.txt", CAPTION)],
             {f"{k}-ok": None, k: "unsupported_tar_member"},
         ),
     ),
@@ -336,7 +341,12 @@ KINDS: list[Kind] = [
     ),
     sample_kind("non_utf8_member_name", lambda k: (sample(f"{k}-café", jpeg(k)), {f"{k}-caf\ufffd": None})),
     raw_kind("empty_tar", "tar", lambda k: tar_bytes([]), {}),
-    raw_kind("not_a_tar", "tar", lambda k: b"this is a text file with a .tar name\n" * 50, {"!unreadable": "unreadable_shard"}),
+    raw_kind(
+        "not_a_tar",
+        "tar",
+        lambda k: b"this is a text file with a .tar name\n" * 50,
+        {"!unreadable": "unreadable_shard"},
+    ),
     raw_kind("zero_byte_tar", "tar", lambda k: b"", {"!unreadable": "unreadable_shard"}),
     raw_kind("gzipped_tar", "tar", lambda k: gzip.compress(tar_bytes(sample("s", jpeg(k))), mtime=0), {"s": None}),
     # parquet with image bytes
@@ -350,12 +360,18 @@ KINDS: list[Kind] = [
                 "caption": [C, C, None, C],
             }
         ),
-        {"k1": None, "k2": "missing_image", "k3": "missing_caption",
-         hashlib.sha256(b"https://example.com/x.jpg").hexdigest()[:16]: None},
+        {
+            "k1": None,
+            "k2": "missing_image",
+            "k3": "missing_caption",
+            hashlib.sha256(b"https://example.com/x.jpg").hexdigest()[:16]: None,
+        },
     ),
     parquet_kind(
         "parquet_nan_caption",
-        lambda k: pa.table({"key": ["a", "b"], "jpg": [jpeg(f"{k}-1"), jpeg(f"{k}-2")], "caption": [float("nan"), 1.5]}),
+        lambda k: pa.table(
+            {"key": ["a", "b"], "jpg": [jpeg(f"{k}-1"), jpeg(f"{k}-2")], "caption": [float("nan"), 1.5]}
+        ),
         {"a": "missing_caption", "b": "missing_caption"},
     ),
     parquet_kind(
@@ -380,7 +396,9 @@ KINDS: list[Kind] = [
     ),
     parquet_kind(
         "parquet_empty",
-        lambda k: pa.table({"key": pa.array([], pa.string()), "jpg": pa.array([], pa.binary()), "caption": pa.array([], pa.string())}),
+        lambda k: pa.table(
+            {"key": pa.array([], pa.string()), "jpg": pa.array([], pa.binary()), "caption": pa.array([], pa.string())}
+        ),
         {},
     ),
     parquet_kind(
@@ -412,9 +430,17 @@ KINDS: list[Kind] = [
             "nocaption,https://example.com/a.jpg,\n"
             "toomany,https://example.com/b.jpg,a,b,c\n"
         ).encode(),
-        {"file": "invalid_url", "ftp": "invalid_url", "js": "invalid_url", "blank": "invalid_url",
-         "data": "invalid_url", "metadata": "blocked_address", "loopback": "blocked_address",
-         "nocaption": "missing_caption", "!record-10": "malformed_row"},
+        {
+            "file": "invalid_url",
+            "ftp": "invalid_url",
+            "js": "invalid_url",
+            "blank": "invalid_url",
+            "data": "invalid_url",
+            "metadata": "blocked_address",
+            "loopback": "blocked_address",
+            "nocaption": "missing_caption",
+            "!record-10": "malformed_row",
+        },
         url_list=True,
     ),
     raw_kind(
@@ -475,8 +501,12 @@ def test_every_kind_is_accounted_for(kind, tmp_path):
 def assert_nothing_extracted(root: Path) -> None:
     """The `../` and absolute members, had anything extracted them."""
     for kind in ("dotdot_member", "absolute_member"):
-        for path in (root / f"{kind}.jpg", root.parent / f"{kind}.jpg", root.parent / f"{kind}2.jpg",
-                     Path(f"{ABSOLUTE_TARGET}-{kind}.jpg")):
+        for path in (
+            root / f"{kind}.jpg",
+            root.parent / f"{kind}.jpg",
+            root.parent / f"{kind}2.jpg",
+            Path(f"{ABSOLUTE_TARGET}-{kind}.jpg"),
+        ):
             assert not path.exists(), path
 
 
@@ -557,7 +587,12 @@ def test_a_mixed_hostile_input_end_to_end(ray_local, tmp_path):
     assert kept.num_rows + rejected.num_rows == len(expected) == result.manifest["funnel"]["input"]
     assert rejected.column("reject_stage").null_count == 0
     got = {key: (None, None) for key in kept.column("key").to_pylist()}
-    got.update({r["key"]: (r["reject_reason"], r["reject_stage"]) for r in rejected.select(["key", "reject_reason", "reject_stage"]).to_pylist()})
+    got.update(
+        {
+            r["key"]: (r["reject_reason"], r["reject_stage"])
+            for r in rejected.select(["key", "reject_reason", "reject_stage"]).to_pylist()
+        }
+    )
     assert got.keys() == expected.keys()
     for key, reason in expected.items():
         if reason is not None:
@@ -572,4 +607,3 @@ def test_a_mixed_hostile_input_end_to_end(ray_local, tmp_path):
     assert {p for p in after - before if p != "out" and not p.startswith("out/")} == set()
     assert_nothing_extracted(tmp_path)
     assert_nothing_extracted(inputs)
-

@@ -26,7 +26,9 @@ from curation.schema import RejectReason
 def rows(table: pa.Table) -> dict[str, tuple]:
     return {
         k: (s, r, c, u)
-        for k, s, r, c, u in zip(*(table.column(n).to_pylist() for n in ("key", "status", "reject_reason", "caption", "url")))
+        for k, s, r, c, u in zip(
+            *(table.column(n).to_pylist() for n in ("key", "status", "reject_reason", "caption", "url"))
+        )
     }
 
 
@@ -54,7 +56,11 @@ def test_lists_every_format_and_skips_hidden_files(tmp_path):
     pq.write_table(pa.table({"key": ["k"]}), tmp_path / "_work" / "scored.parquet")
     shards = list_shards(str(tmp_path))
     assert [(s.shard_id, s.format) for s in shards] == [
-        ("00000", "webdataset"), ("bytes", "parquet"), ("links", "urls"), ("list", "urls"), ("list2", "urls")
+        ("00000", "webdataset"),
+        ("bytes", "parquet"),
+        ("links", "urls"),
+        ("list", "urls"),
+        ("list2", "urls"),
     ]
     with pytest.raises(UserError, match="bytes.parquet is a Parquet with image bytes, not input.format=urls"):
         list_shards(str(tmp_path), "urls")  # an explicit format never skips a file silently
@@ -97,13 +103,17 @@ def test_url_list_keys_come_from_the_key_column_else_the_url_never_the_position(
     assert table.column("image").null_count == 3
 
     # The same rows in another order keep their keys.
-    pq.write_table(pa.table({"url": ["http://h/2.jpg", "http://h/1.jpg"], "caption": ["c d e", "c d e"]}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"url": ["http://h/2.jpg", "http://h/1.jpg"], "caption": ["c d e", "c d e"]}), tmp_path / "b.parquet"
+    )
     keys = read_shard(Shard(shard_id="b", url=str(tmp_path / "b.parquet"), format="urls")).column("key").to_pylist()
     assert keys == [f"b/{url_name('http://h/2.jpg')}", f"b/{url_name('http://h/1.jpg')}"]
 
 
 def test_url_list_rows_without_caption_are_rejected_before_any_download(tmp_path):
-    pq.write_table(pa.table({"url": ["http://h/1.jpg", "http://h/2.jpg"], "caption": ["a b c", None]}), tmp_path / "l.parquet")
+    pq.write_table(
+        pa.table({"url": ["http://h/1.jpg", "http://h/2.jpg"], "caption": ["a b c", None]}), tmp_path / "l.parquet"
+    )
     got = rows(read_shard(list_shards(str(tmp_path))[0]))
     assert [v[:2] for v in got.values()] == [("kept", None), ("rejected", "missing_caption")]
 
@@ -118,10 +128,10 @@ def test_repeated_urls_become_duplicate_keys(tmp_path):
 
 def test_csv_quoting_non_utf8_and_malformed_lines(tmp_path):
     data = (
-        b'url,caption\n'
+        b"url,caption\n"
         b'http://h/1.jpg,"a caption, with a comma\nand a newline"\n'
-        b'http://h/2.jpg,caf\xe9 au lait here\n'
-        b'http://h/3.jpg,too,many,fields\n'
+        b"http://h/2.jpg,caf\xe9 au lait here\n"
+        b"http://h/3.jpg,too,many,fields\n"
     )
     (tmp_path / "l.csv").write_bytes(data)
     got = rows(read_shard(list_shards(str(tmp_path))[0]))
@@ -179,7 +189,9 @@ def test_parquet_image_columns_of_other_types(tmp_path, column, images):
 
 
 def test_a_corrupt_row_group_costs_only_its_own_rows(tmp_path):
-    table = pa.table({"jpg": [bytes([i]) * 2000 for i in range(6)], "caption": ["a b c"] * 6, "key": [f"k{i}" for i in range(6)]})
+    table = pa.table(
+        {"jpg": [bytes([i]) * 2000 for i in range(6)], "caption": ["a b c"] * 6, "key": [f"k{i}" for i in range(6)]}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=2, compression="none")
     data = bytearray(buf.getvalue())
@@ -189,7 +201,8 @@ def test_a_corrupt_row_group_costs_only_its_own_rows(tmp_path):
     got = rows(read_shard(list_shards(str(tmp_path))[0]))
     assert [k for k, v in got.items() if v[0] == "kept"] == ["rg/k0", "rg/k1", "rg/k4", "rg/k5"]
     assert {k: v[1] for k, v in got.items() if v[0] == "rejected"} == {
-        "rg/!row-group-1-0": "broken_row_group", "rg/!row-group-1-1": "broken_row_group"
+        "rg/!row-group-1-0": "broken_row_group",
+        "rg/!row-group-1-1": "broken_row_group",
     }
 
 
@@ -199,8 +212,15 @@ def test_a_corrupt_row_group_costs_only_its_own_rows(tmp_path):
 def test_tar_members_in_folders_and_interleaved_order(tmp_path):
     write_tar(
         tmp_path / "s.tar",
-        [("d1/a.jpg", b"1"), ("d2/a.jpg", b"2"), ("d1/a.txt", b"one"), ("./b.jpg", b"3"), ("d2/a.txt", b"two"),
-         ("b.txt", b"three"), ("b.cls", b"7")],
+        [
+            ("d1/a.jpg", b"1"),
+            ("d2/a.jpg", b"2"),
+            ("d1/a.txt", b"one"),
+            ("./b.jpg", b"3"),
+            ("d2/a.txt", b"two"),
+            ("b.txt", b"three"),
+            ("b.cls", b"7"),
+        ],
     )
     with tarfile.open(tmp_path / "s.tar", "a") as tar:
         folder = tarfile.TarInfo("d3")
@@ -223,7 +243,9 @@ def test_a_second_image_for_the_same_name_starts_a_duplicate_sample(tmp_path):
 
 def test_an_oversized_member_is_skipped_unread_and_rejected(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 1000)
-    write_tar(tmp_path / "s.tar", [("big.jpg", b"x" * 5000), ("big.txt", b"cap"), ("ok.jpg", b"y" * 10), ("ok.txt", b"c")])
+    write_tar(
+        tmp_path / "s.tar", [("big.jpg", b"x" * 5000), ("big.txt", b"cap"), ("ok.jpg", b"y" * 10), ("ok.txt", b"c")]
+    )
     got = rows(read_shard(list_shards(str(tmp_path))[0]))
     assert {k: v[:2] for k, v in got.items()} == {"s/big": ("rejected", "too_large"), "s/ok": ("kept", None)}
 

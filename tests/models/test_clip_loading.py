@@ -52,7 +52,10 @@ def test_local_safetensors_checkpoint_of_a_standard_arch(tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), clip.model.state_dict().items()):
         assert torch.equal(a, b), name
     # the folder works too
-    assert load_clip(ModelConfig(arch="ViT-S-32-alt", pretrained=str(tmp_path / "vit-s"), threads=1)).info.embed_dim == open_clip.get_model_config("ViT-S-32-alt")["embed_dim"]
+    assert (
+        load_clip(ModelConfig(arch="ViT-S-32-alt", pretrained=str(tmp_path / "vit-s"), threads=1)).info.embed_dim
+        == open_clip.get_model_config("ViT-S-32-alt")["embed_dim"]
+    )
 
 
 def test_weights_of_another_arch_are_one_clear_error(tmp_path):

@@ -21,8 +21,23 @@ def test_short_train_clip_run_gives_a_loadable_folder(tmp_path):
     out = tmp_path / "tiny"
     result = CliRunner().invoke(
         main,
-        ["train-clip", "--output", str(out), "--images", "300", "--steps", "2", "--batch-size", "32",
-         "--head-images", "200", "--eval-pairs", "100", "--seed", "5"],
+        [
+            "train-clip",
+            "--output",
+            str(out),
+            "--images",
+            "300",
+            "--steps",
+            "2",
+            "--batch-size",
+            "32",
+            "--head-images",
+            "200",
+            "--eval-pairs",
+            "100",
+            "--seed",
+            "5",
+        ],
     )
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
@@ -48,7 +63,21 @@ def test_init_from_goes_on_training_that_clip_and_a_bad_folder_names_the_fix(tmp
     result = CliRunner().invoke(main, ["train-clip", "--output", str(first), "--steps", "2", *short])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
-        main, ["train-clip", "--output", str(second), "--steps", "1", "--lr", "1e-9", "--init-from", str(first), "--seed", "3", *short]
+        main,
+        [
+            "train-clip",
+            "--output",
+            str(second),
+            "--steps",
+            "1",
+            "--lr",
+            "1e-9",
+            "--init-from",
+            str(first),
+            "--seed",
+            "3",
+            *short,
+        ],
     )
     assert result.exit_code == 0, result.output
     before, after = load_model_dir(first)[0].state_dict(), load_model_dir(second)[0].state_dict()
@@ -61,14 +90,16 @@ def test_init_from_goes_on_training_that_clip_and_a_bad_folder_names_the_fix(tmp
     # the card gives the whole recipe: the command that trained `first`, then this one
     assert "--steps 2 --batch-size 16" in card and "then `curate train-clip" in card and f"--init-from {first}" in card
 
-    result = CliRunner().invoke(main, ["train-clip", "--output", str(tmp_path / "third"), "--init-from", str(tmp_path), *short])
+    result = CliRunner().invoke(
+        main, ["train-clip", "--output", str(tmp_path / "third"), "--init-from", str(tmp_path), *short]
+    )
     assert result.exit_code != 0
     assert "holds no trained CLIP" in result.output and "give a folder curate train-clip wrote" in result.output
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sibling_training_images_are_one_attribute_apart_at_the_same_size(seed):
-    from curation.models.train_clip import render_set
+    from curation.lab.train_clip import render_set
 
     data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="siblings")
     for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
@@ -82,7 +113,7 @@ def test_sibling_training_images_are_one_attribute_apart_at_the_same_size(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_lookalike_training_images_share_colours_and_texture_but_not_form_or_layout(seed):
-    from curation.models.train_clip import render_set
+    from curation.lab.train_clip import render_set
 
     data = render_set(12, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="lookalikes")
     for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
@@ -94,9 +125,11 @@ def test_lookalike_training_images_share_colours_and_texture_but_not_form_or_lay
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shape_sibling_pairs_are_another_shape_at_the_same_layout_or_a_lookalike(seed):
-    from curation.models.train_clip import render_set
+    from curation.lab.train_clip import render_set
 
-    data = render_set(40, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="shape_siblings")
+    data = render_set(
+        40, seed=seed, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="shape_siblings"
+    )
     kinds = []
     for first, second in zip(data.scenes[0::2], data.scenes[1::2]):
         assert (first.colour, first.background, first.texture) == (second.colour, second.background, second.texture)
@@ -112,7 +145,7 @@ def test_shape_sibling_pairs_are_another_shape_at_the_same_layout_or_a_lookalike
 
 def test_attribute_mix_is_parsed_by_name_and_bad_ones_name_the_fix():
     from curation.errors import UserError
-    from curation.models.train_clip import ATTRIBUTES, format_attribute_mix, parse_attribute_mix
+    from curation.lab.train_clip import ATTRIBUTES, format_attribute_mix, parse_attribute_mix
 
     mix = parse_attribute_mix("shape=4, colour=0.5,background=0.5")
     assert mix == (4.0, 0.5, 1.0, 1.0, 0.5) and len(mix) == len(ATTRIBUTES)
@@ -124,7 +157,7 @@ def test_attribute_mix_is_parsed_by_name_and_bad_ones_name_the_fix():
 
 def test_siblings_and_lookalikes_together_is_a_user_error():
     from curation.errors import UserError
-    from curation.models.train_clip import TrainSettings
+    from curation.lab.train_clip import TrainSettings
 
     assert TrainSettings(lookalikes=True).pairing == "lookalikes" and TrainSettings().pairing is None
     with pytest.raises(UserError, match="choose one"):
@@ -135,7 +168,7 @@ def test_augmented_batch_mirrors_flips_and_reframes_reproducibly():
     import numpy as np
     import torch
 
-    from curation.models.train_clip import augment_batch
+    from curation.lab.train_clip import augment_batch
 
     images = torch.arange(8 * 3 * 16 * 16, dtype=torch.float32).reshape(8, 3, 16, 16)
     mirrored_only = augment_batch(images.clone(), np.random.default_rng(0), full=False)
@@ -153,13 +186,15 @@ def test_augmented_batch_mirrors_flips_and_reframes_reproducibly():
 def test_attribute_probes_learn_each_scene_attribute_from_the_embedding():
     import numpy as np
 
-    from curation.models.train_clip import ATTRIBUTES, TrainSettings, attribute_labels, render_set, train_model
+    from curation.lab.train_clip import ATTRIBUTES, TrainSettings, attribute_labels, render_set, train_model
 
     data = render_set(64, seed=3, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="lookalikes")
     labels = attribute_labels(data.scenes)
     assert labels.shape == (64, len(ATTRIBUTES))
     for row, scene in zip(labels, data.scenes):
-        assert [values[i] for values, i in zip(ATTRIBUTES.values(), row)] == [getattr(scene, name) for name in ATTRIBUTES]
+        assert [values[i] for values, i in zip(ATTRIBUTES.values(), row)] == [
+            getattr(scene, name) for name in ATTRIBUTES
+        ]
     settings = TrainSettings(steps=40, batch_size=32, warmup=4, lookalikes=True, attribute_weight=4.0, heads=False)
     _, metrics = train_model(data, settings, log=lambda _: None)
     chance = np.mean([np.log(len(values)) for values in ATTRIBUTES.values()])  # the probes' loss before they learn
@@ -171,12 +206,20 @@ def test_attribute_probes_learn_each_scene_attribute_from_the_embedding():
 def test_probes_first_teach_the_tower_before_the_captions_arrive():
     import numpy as np
 
-    from curation.models.train_clip import ATTRIBUTES, TrainSettings, render_set, train_model
+    from curation.lab.train_clip import ATTRIBUTES, TrainSettings, render_set, train_model
 
     data = render_set(64, seed=4, stream="clip-train", mix=(1.0, 0, 0, 0), size=64, workers=1, pairing="shape_siblings")
     lines: list[str] = []
-    settings = TrainSettings(steps=1, probe_steps=40, batch_size=32, warmup=4, shape_siblings=True, attribute_weight=4.0,
-                             attribute_mix=(4.0, 0.5, 1.0, 1.0, 0.5), heads=False)
+    settings = TrainSettings(
+        steps=1,
+        probe_steps=40,
+        batch_size=32,
+        warmup=4,
+        shape_siblings=True,
+        attribute_weight=4.0,
+        attribute_mix=(4.0, 0.5, 1.0, 1.0, 0.5),
+        heads=False,
+    )
     _, metrics = train_model(data, settings, log=lines.append)
     assert sum("probes first" in line for line in lines) == 3  # steps 1, 21 and 40
     chance = np.average([np.log(len(v)) for v in ATTRIBUTES.values()], weights=settings.attribute_mix)

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from curation.cli import main
+from curation.lab.synth import generate
 from curation.models.heads import head_info, load_head
-from curation.synth import generate
 
 
 def test_train_head_from_a_synthetic_world_and_from_a_label_column(tmp_path):
@@ -16,8 +16,19 @@ def test_train_head_from_a_synthetic_world_and_from_a_label_column(tmp_path):
     out = tmp_path / "unsafe.safetensors"
     result = CliRunner().invoke(
         main,
-        ["train-head", "--name", "unsafe", "--data", str(tmp_path / "world"), "--truth",
-         str(tmp_path / "world" / "truth.json"), "--output", str(out), "--set", "model.threads=1"],
+        [
+            "train-head",
+            "--name",
+            "unsafe",
+            "--data",
+            str(tmp_path / "world"),
+            "--truth",
+            str(tmp_path / "world" / "truth.json"),
+            "--output",
+            str(out),
+            "--set",
+            "model.threads=1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "held-out precision" in result.output
@@ -31,8 +42,19 @@ def test_train_head_from_a_synthetic_world_and_from_a_label_column(tmp_path):
     pq.write_table(table.append_column("is_unsafe", pa.array(labels)), tmp_path / "labelled.parquet")
     second = CliRunner().invoke(
         main,
-        ["train-head", "--name", "unsafe", "--data", str(tmp_path / "labelled.parquet"), "--label-column",
-         "is_unsafe", "--output", str(tmp_path / "b.safetensors"), "--set", "model.threads=1"],
+        [
+            "train-head",
+            "--name",
+            "unsafe",
+            "--data",
+            str(tmp_path / "labelled.parquet"),
+            "--label-column",
+            "is_unsafe",
+            "--output",
+            str(tmp_path / "b.safetensors"),
+            "--set",
+            "model.threads=1",
+        ],
     )
     assert second.exit_code == 0, second.output
 
@@ -41,7 +63,16 @@ def test_train_head_names_the_fix_for_a_missing_label(tmp_path):
     generate(str(tmp_path / "world"), rows=20, seed=9, fmt="parquet", shard_size=20)
     result = CliRunner().invoke(
         main,
-        ["train-head", "--name", "unsafe", "--data", str(tmp_path / "world"), "--label-column", "nope",
-         "--output", str(tmp_path / "h.safetensors")],
+        [
+            "train-head",
+            "--name",
+            "unsafe",
+            "--data",
+            str(tmp_path / "world"),
+            "--label-column",
+            "nope",
+            "--output",
+            str(tmp_path / "h.safetensors"),
+        ],
     )
     assert result.exit_code == 2 and "nope" in result.output

@@ -41,7 +41,9 @@ def test_the_funnel_is_the_manifests(curated):
     out, manifest = curated
     page = (out / "report.html").read_text()
     funnel = manifest["funnel"]
-    cards = re.search(r'<div class="cards">(.*?)</div></div>', page, re.S) or re.search(r'<div class="cards">(.*?)</section>', page, re.S)
+    cards = re.search(r'<div class="cards">(.*?)</div></div>', page, re.S) or re.search(
+        r'<div class="cards">(.*?)</section>', page, re.S
+    )
     text = unescape(re.sub(r"<[^>]+>", " ", cards.group(1)))
     for number in (funnel["input"], funnel["kept"], funnel["rejected"]):
         assert f"{number:,}" in text
@@ -66,16 +68,28 @@ def _tiny_output(tmp_path, caption: str):
     """A hand-made output: one kept row whose caption is hostile HTML."""
     buffer = io.BytesIO()
     Image.new("RGB", (40, 40), (200, 30, 30)).save(buffer, format="JPEG")
-    table = pa.table({
-        "key": ["00000/0"], "caption": [caption], "image": [buffer.getvalue()], "clip_score": pa.array([0.9], pa.float32()),
-        "status": ["kept"], "reject_reason": pa.array([None], pa.string()), "reject_stage": pa.array([None], pa.string()),
-    })
+    table = pa.table(
+        {
+            "key": ["00000/0"],
+            "caption": [caption],
+            "image": [buffer.getvalue()],
+            "clip_score": pa.array([0.9], pa.float32()),
+            "status": ["kept"],
+            "reject_reason": pa.array([None], pa.string()),
+            "reject_stage": pa.array([None], pa.string()),
+        }
+    )
     (tmp_path / "kept").mkdir()
     (tmp_path / "rejected").mkdir()
     pq.write_table(table, tmp_path / "kept" / "part-00000.parquet")
     pq.write_table(table.slice(0, 0), tmp_path / "rejected" / "part-00000.parquet")
-    manifest = {"shards": [{"shard_id": "00000"}], "funnel": {"input": 1, "kept": 1, "rejected": 0, "rejected_by_reason": {}, "rejected_by_stage": {}},
-                "config": load_config(None).model_dump(mode="json"), "timings": {"total_s": 1.0}, "model_id": "test"}
+    manifest = {
+        "shards": [{"shard_id": "00000"}],
+        "funnel": {"input": 1, "kept": 1, "rejected": 0, "rejected_by_reason": {}, "rejected_by_stage": {}},
+        "config": load_config(None).model_dump(mode="json"),
+        "timings": {"total_s": 1.0},
+        "model_id": "test",
+    }
     (tmp_path / "_manifest.json").write_text(json.dumps(manifest))
     return tmp_path
 

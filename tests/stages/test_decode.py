@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from curation.io.readers import RAW_SCHEMA
 from curation.schema import RejectReason
 from curation.stages.decode import DecodeStage, decode_image
-from curation.io.readers import RAW_SCHEMA
 
 
 def jpeg(width=120, height=80, seed=0, **save_args) -> bytes:

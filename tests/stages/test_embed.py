@@ -57,13 +57,17 @@ def test_random_init_is_seeded():
     info = model_info(cfg)
     a = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
     b = EmbedStage(model=cfg, image_size=info.image_size, embed_dim=info.embed_dim)
-    assert a.process_batch(batch(3)).column("img_emb").to_pylist() == b.process_batch(batch(3)).column("img_emb").to_pylist()
+    assert (
+        a.process_batch(batch(3)).column("img_emb").to_pylist()
+        == b.process_batch(batch(3)).column("img_emb").to_pylist()
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_on_cpu_is_close_to_fp32(stage, precision):
-    from curation.models.clip import autocast_dtype
     import torch
+
+    from curation.models.clip import autocast_dtype
 
     cfg = ModelConfig(batch_size=3, threads=1, precision=precision, device="cpu")
     assert autocast_dtype(cfg, torch.device("cpu")) == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -83,8 +87,9 @@ def test_reduced_precision_on_cpu_is_close_to_fp32(stage, precision):
 
 
 def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda():
-    from curation.models.clip import autocast_dtype
     import torch
+
+    from curation.models.clip import autocast_dtype
 
     auto = ModelConfig()
     assert autocast_dtype(auto, torch.device("cpu")) is None

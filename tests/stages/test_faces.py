@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from curation.config import PrivacyConfig
+from curation.lab.synth.world import encode_jpeg, sample_scene, sample_size
 from curation.schema import RejectReason, Stage
 from curation.stages.faces import MARGIN, FaceStage
-from curation.synth.world import encode_jpeg, sample_scene, sample_size
 
 skimage_data = pytest.importorskip("skimage.data")
 

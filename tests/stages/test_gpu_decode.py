@@ -111,7 +111,11 @@ def test_hostile_inputs_get_the_cpu_paths_reasons():
     for column in ("status", "reject_reason", "reject_stage", "sha256", "width", "height"):
         assert dev.column(column).to_pylist() == cpu.column(column).to_pylist(), column
     reasons = set(dev.column("reject_reason").to_pylist())
-    assert {RejectReason.MISSING_IMAGE.value, RejectReason.EMPTY_IMAGE.value, RejectReason.NOT_AN_IMAGE.value} <= reasons
+    assert {
+        RejectReason.MISSING_IMAGE.value,
+        RejectReason.EMPTY_IMAGE.value,
+        RejectReason.NOT_AN_IMAGE.value,
+    } <= reasons
     assert RejectReason.TRUNCATED_IMAGE.value in reasons
     assert dev.column("pixels").is_valid().to_pylist() == cpu.column("pixels").is_valid().to_pylist()
 

@@ -8,12 +8,12 @@ import pytest
 
 from curation.config import Config, HeadConfig, ModelConfig, load_config
 from curation.errors import UserError
+from curation.lab.synth.effects import draw_unsafe_motif, overlay_watermark
+from curation.lab.synth.world import encode_jpeg, sample_scene, sample_size
 from curation.models.clip import model_info
 from curation.stages.decode import decode_image
 from curation.stages.embed import EmbedStage
 from curation.stages.heads import HeadsFilter
-from curation.synth.effects import draw_unsafe_motif, overlay_watermark
-from curation.synth.world import encode_jpeg, sample_scene, sample_size
 
 
 def scored(rows):
@@ -45,9 +45,25 @@ def test_heads_filter_rejects_with_each_heads_reason():
         ]
     )
     out = HeadsFilter.from_config(heads).process_batch(table)
-    assert out.column("reject_reason").to_pylist() == [None, "unsafe", "watermark", "low_aesthetic", "unsafe", "tiny", None]
+    assert out.column("reject_reason").to_pylist() == [
+        None,
+        "unsafe",
+        "watermark",
+        "low_aesthetic",
+        "unsafe",
+        "tiny",
+        None,
+    ]
     assert out.column("reject_stage").to_pylist() == [None, "heads", "heads", "heads", "heads", "basic", None]
-    assert out.column("status").to_pylist() == ["kept", "rejected", "rejected", "rejected", "rejected", "rejected", "kept"]
+    assert out.column("status").to_pylist() == [
+        "kept",
+        "rejected",
+        "rejected",
+        "rejected",
+        "rejected",
+        "rejected",
+        "kept",
+    ]
 
 
 def test_a_head_without_threshold_only_scores():
@@ -118,8 +134,12 @@ def test_builtin_heads_score_in_the_embedding_pass(worlds):
 
 
 def test_zero_shot_head_from_prompts_needs_no_training(worlds):
-    head = HeadConfig(name="unsafe", prompts=("nsfw", "explicit image", "a magenta hazard target"),
-                      negative_prompts=("a photo of shapes on a background",), threshold=0.5)
+    head = HeadConfig(
+        name="unsafe",
+        prompts=("nsfw", "explicit image", "a magenta hazard target"),
+        negative_prompts=("a photo of shapes on a background",),
+        threshold=0.5,
+    )
     stage = embed_stage((head,))
     out = stage.process_batch(pixel_batch(worlds["clean"] + worlds["unsafe"]))
     scores = np.array(out.column("unsafe").to_pylist())

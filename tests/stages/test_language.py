@@ -82,7 +82,11 @@ def test_labels_kept_rows_and_rejects_other_languages():
 
 
 def test_rows_rejected_upstream_are_untouched():
-    table = batch([GERMAN, GERMAN, None], status=["rejected", "kept", "rejected"], reasons=["not_an_image", None, "missing_caption"])
+    table = batch(
+        [GERMAN, GERMAN, None],
+        status=["rejected", "kept", "rejected"],
+        reasons=["not_an_image", None, "missing_caption"],
+    )
     out = LanguageFilter().process_batch(table)
     assert column(out, "status") == ["rejected", "rejected", "rejected"]
     assert column(out, "reject_reason") == ["not_an_image", "unwanted_language", "missing_caption"]
@@ -111,7 +115,9 @@ def test_empty_keep_labels_every_row_and_rejects_none():
 
 
 def test_keep_lists_several_languages():
-    out = LanguageFilter(keep=("en", "de")).process_batch(batch([ENGLISH, GERMAN, "Tulipes rouges dans un vase en verre près de la fenêtre"]))
+    out = LanguageFilter(keep=("en", "de")).process_batch(
+        batch([ENGLISH, GERMAN, "Tulipes rouges dans un vase en verre près de la fenêtre"])
+    )
     assert column(out, "status") == ["kept", "kept", "rejected"]
 
 
@@ -162,10 +168,12 @@ def test_loads_lazily_and_once():
 
 
 def test_rejects_the_planted_non_english_captions_of_a_world(tmp_path):
-    from curation.synth import generate
+    from curation.lab.synth import generate
 
     truth = generate(str(tmp_path), rows=600, seed=5, fmt="parquet", shard_size=300)
-    table = pa.concat_tables([pq.read_table(tmp_path / f"{s}.parquet", columns=["key", "caption"]) for s in truth["shards"]])
+    table = pa.concat_tables(
+        [pq.read_table(tmp_path / f"{s}.parquet", columns=["key", "caption"]) for s in truth["shards"]]
+    )
     keys = [f"{k[:5]}/{k}" for k in column(table, "key")]
     out = LanguageFilter().process_batch(batch(column(table, "caption")))
     rejected = {k for k, reason in zip(keys, column(out, "reject_reason")) if reason == "unwanted_language"}

@@ -77,8 +77,16 @@ def test_restore_fills_by_hash_from_the_input_images_in_any_order():
 
 def test_hashes_are_taken_in_place_of_any_slice_of_binary_values():
     values = pa.array([jpeg(0), None, b"", jpeg(1), jpeg(2)], pa.binary())
-    for array in (values, values.slice(1), values.slice(3, 1), values.cast(pa.large_binary()), pa.nulls(2, pa.binary())):
-        assert sha256_each(array) == [hashlib.sha256(v).hexdigest() if v is not None else None for v in array.to_pylist()]
+    for array in (
+        values,
+        values.slice(1),
+        values.slice(3, 1),
+        values.cast(pa.large_binary()),
+        pa.nulls(2, pa.binary()),
+    ):
+        assert sha256_each(array) == [
+            hashlib.sha256(v).hexdigest() if v is not None else None for v in array.to_pylist()
+        ]
 
 
 def test_the_image_column_is_read_alone_from_parquet_and_whole_from_other_shards(tmp_path):
@@ -111,7 +119,9 @@ def scored_job(tmp_path, images: list[bytes]):
     source = tmp_path / "in"
     source.mkdir()
     keys = [f"{i:04d}" for i in range(len(images))]
-    pq.write_table(pa.table({"key": keys, "caption": ["a red square"] * len(images), "jpg": images}), source / "00000.parquet")
+    pq.write_table(
+        pa.table({"key": keys, "caption": ["a red square"] * len(images), "jpg": images}), source / "00000.parquet"
+    )
     shard = list_shards(str(source), "auto")[0]
     paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "out" / "_work"))
     table = pa.table(

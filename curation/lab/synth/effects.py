@@ -1,7 +1,7 @@
 """Image-level defects the classifier heads learn: an unsafe motif, watermark overlays, low aesthetics.
 
 Pure functions of (image, rng): the planters in `defects.py` and the tiny CLIP's training set
-(`curation.models.train_clip`) draw the same defects, so what the model learns is what the world plants.
+(`curation.lab.train_clip`) draw the same defects, so what the model learns is what the world plants.
 
 - unsafe: the world's stand-in for NSFW content is one designated motif class, a magenta-and-black
   "hazard target" (concentric rings) drawn over the scene; no clean scene uses that colour pair.
@@ -92,7 +92,11 @@ def overlay_watermark(image: Image.Image, rng: np.random.Generator, style: str |
         draw.text((x, y), text, fill=255, font=font, stroke_width=max(1, size // 8))
         # a thin frame around the banner, as logo watermarks have
         pad = size // 3
-        draw.rectangle([x + box[0] - pad, y + box[1] - pad, x + box[2] + pad, y + box[3] + pad], outline=255, width=max(1, size // 10))
+        draw.rectangle(
+            [x + box[0] - pad, y + box[1] - pad, x + box[2] + pad, y + box[3] + pad],
+            outline=255,
+            width=max(1, size // 10),
+        )
     opacity = rng.uniform(0.5, 0.7)
     luminance = float(np.asarray(image.convert("L"), np.float32).mean())
     colour = (255, 255, 255) if luminance < 150 else (0, 0, 0)  # the one that shows

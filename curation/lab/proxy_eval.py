@@ -71,15 +71,17 @@ class Pairs:
     pixels: np.ndarray  # (N, S, S, 3) uint8, as the decode stage gives them
 
 
-def proxy_eval(out_dir: str | Path, settings: ProxySettings = ProxySettings(), log: Callable[[str], None] = print) -> dict:
+def proxy_eval(
+    out_dir: str | Path, settings: ProxySettings = ProxySettings(), log: Callable[[str], None] = print
+) -> dict:
     """Run the whole comparison in `out_dir` (pool/, curated/); returns the result (also `result.json`)."""
     import torch
 
     from curation.config import load_config
+    from curation.lab.synth import generate
+    from curation.lab.train_clip import TrainSettings, render_set, train_on_pairs
     from curation.models.clip import model_image_size
-    from curation.models.train_clip import TrainSettings, render_set, train_on_pairs
     from curation.runner import run_job
-    from curation.synth import generate
 
     if settings.test_rows < 100:
         raise UserError(f"--test-rows {settings.test_rows}: retrieval ranks 100 captions at a time, use at least 100")
@@ -94,7 +96,9 @@ def proxy_eval(out_dir: str | Path, settings: ProxySettings = ProxySettings(), l
 
     t = time.time()
     pool_dir, curated_dir = out / "pool", out / "curated"
-    log(f"generating a raw pool of {settings.pool_rows} pairs ({round(100 * sum(POOL_DEFECTS.values()))} % planted defects) ...")
+    log(
+        f"generating a raw pool of {settings.pool_rows} pairs ({round(100 * sum(POOL_DEFECTS.values()))} % planted defects) ..."
+    )
     truth = generate(str(pool_dir), rows=settings.pool_rows, seed=settings.seed, planters=pool_planters())
     shutil.rmtree(curated_dir, ignore_errors=True)  # a fresh job every time: the comparison is the point
     cfg = load_config(settings.config_path or _default_config())
@@ -106,20 +110,37 @@ def proxy_eval(out_dir: str | Path, settings: ProxySettings = ProxySettings(), l
     raw = decodable_pairs(pool_dir, size)
     curated = subset(raw, kept_keys(curated_dir))
     random_subset = subset(raw, random_keys(raw.keys, curated.pixels.shape[0], settings.seed))
-    test = render_set(settings.test_rows, seed=settings.test_seed, stream="proxy-test", mix=(1.0, 0, 0, 0),
-                      size=size, workers=settings.workers)
+    test = render_set(
+        settings.test_rows,
+        seed=settings.test_seed,
+        stream="proxy-test",
+        mix=(1.0, 0, 0, 0),
+        size=size,
+        workers=settings.workers,
+    )
     timings["decode_s"] = round(time.time() - t, 1)
 
-    train = TrainSettings(arch=settings.arch, seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size,
-                          lr=settings.lr, warmup=max(1, settings.steps // 10), threads=settings.threads)
+    train = TrainSettings(
+        arch=settings.arch,
+        seed=settings.seed,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        warmup=max(1, settings.steps // 10),
+        threads=settings.threads,
+    )
     arms = {}
     for name, pairs in (("raw", raw), ("random", random_subset), ("curated", curated)):
         t = time.time()
         log(f"training arm {name} on {len(pairs.keys)} pairs ({settings.steps} steps of {settings.batch_size}) ...")
         model, info = train_on_pairs(pairs.pixels, pairs.captions, train, log=lambda _: None)
-        arms[name] = {"pairs": len(pairs.keys), "defect_share": defect_share(pairs.keys, truth),
-                      **held_out_metrics(model, settings.arch, test), "final_loss": info["final_loss"],
-                      "train_s": round(time.time() - t, 1)}
+        arms[name] = {
+            "pairs": len(pairs.keys),
+            "defect_share": defect_share(pairs.keys, truth),
+            **held_out_metrics(model, settings.arch, test),
+            "final_loss": info["final_loss"],
+            "train_s": round(time.time() - t, 1),
+        }
     result = {
         "pool_rows": settings.pool_rows,
         "planted_defect_share": round(sum(v != "clean" for v in truth["labels"].values()) / settings.pool_rows, 4),
@@ -139,13 +160,13 @@ def proxy_eval(out_dir: str | Path, settings: ProxySettings = ProxySettings(), l
 
 def pool_planters() -> tuple:
     """The default planters with the proxy pool's defect shares."""
-    from curation.synth.defects import DEFAULT_PLANTERS
+    from curation.lab.synth.defects import DEFAULT_PLANTERS
 
     return tuple(dataclasses.replace(p, fraction=POOL_DEFECTS.get(p.kind, p.fraction)) for p in DEFAULT_PLANTERS)
 
 
 def _default_config() -> str | None:
-    from curation.demo import DEMO_CONFIG
+    from curation.lab.demo import DEMO_CONFIG
 
     return str(DEMO_CONFIG) if DEMO_CONFIG.exists() else None
 
@@ -164,7 +185,9 @@ def decodable_pairs(pool_dir: Path, size: int) -> Pairs:
     keys, captions, pixels = [], [], []
     for shard in list_shards(str(pool_dir)):
         table = read_shard(shard)
-        table = table.filter(pc.and_(pc.equal(table.column("status"), Status.KEPT.value), pc.is_valid(table.column("caption"))))
+        table = table.filter(
+            pc.and_(pc.equal(table.column("status"), Status.KEPT.value), pc.is_valid(table.column("caption")))
+        )
         for key, caption, image in zip(*(table.column(c).to_pylist() for c in ("key", "caption", "image"))):
             decoded = decode_image(image, size=size, max_pixels=1 << 28)
             if isinstance(decoded, DecodedImage):
@@ -190,7 +213,9 @@ def random_keys(keys: list[str], count: int, seed: int) -> set[str]:
 
 def subset(pairs: Pairs, keys: set[str]) -> Pairs:
     index = [i for i, key in enumerate(pairs.keys) if key in keys]
-    return Pairs(keys=[pairs.keys[i] for i in index], captions=[pairs.captions[i] for i in index], pixels=pairs.pixels[index])
+    return Pairs(
+        keys=[pairs.keys[i] for i in index], captions=[pairs.captions[i] for i in index], pixels=pairs.pixels[index]
+    )
 
 
 def defect_share(keys: list[str], truth: dict) -> float:
@@ -206,7 +231,7 @@ def held_out_metrics(model, arch: str, test) -> dict:
     """Zero-shot shape and colour accuracy and image->text R@1 among 100 captions on the clean test set."""
     import open_clip
 
-    from curation.models.train_clip import embed_set, retrieval_metrics
+    from curation.lab.train_clip import embed_set, retrieval_metrics
 
     tokenizer = open_clip.get_tokenizer(arch)
     image, _, _ = embed_set(model, tokenizer, test.pixels, None, tokens=False)
@@ -229,7 +254,7 @@ def zero_shot_accuracy(model, tokenizer, image: np.ndarray, labels: list[str], a
 
     import torch
 
-    from curation.synth.world import COLOURS, SHAPES
+    from curation.lab.synth.world import COLOURS, SHAPES
 
     values = {"shape": list(SHAPES), "colour": list(COLOURS)}
     classes = values[attribute]

@@ -119,7 +119,13 @@ def sibling_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     layout seed: the hardest scene to tell apart from it (a contrastive hard negative)."""
     attribute = _pick(rng, ("shape", "colour", "count", "texture", "background"))
     taken = {"colour": (scene.colour, scene.background), "background": (scene.background, scene.colour)}
-    options = {"shape": SHAPES, "colour": tuple(COLOURS), "count": COUNTS, "texture": TEXTURES, "background": tuple(COLOURS)}
+    options = {
+        "shape": SHAPES,
+        "colour": tuple(COLOURS),
+        "count": COUNTS,
+        "texture": TEXTURES,
+        "background": tuple(COLOURS),
+    }
     current = getattr(scene, attribute)
     choices = tuple(v for v in options[attribute] if v != current and v not in taken.get(attribute, ()))
     return replace(scene, **{attribute: _pick(rng, choices)})
@@ -226,8 +232,20 @@ def _polygon(cx: float, cy: float, radii: list[float], rotation: float) -> list[
 
 def _cross(cx: float, cy: float, radius: float, rotation: float) -> list[tuple[float, float]]:
     arm = radius / 3
-    outline = [(-arm, -radius), (arm, -radius), (arm, -arm), (radius, -arm), (radius, arm), (arm, arm),
-               (arm, radius), (-arm, radius), (-arm, arm), (-radius, arm), (-radius, -arm), (-arm, -arm)]
+    outline = [
+        (-arm, -radius),
+        (arm, -radius),
+        (arm, -arm),
+        (radius, -arm),
+        (radius, arm),
+        (arm, arm),
+        (arm, radius),
+        (-arm, radius),
+        (-arm, arm),
+        (-radius, arm),
+        (-radius, -arm),
+        (-arm, -arm),
+    ]
     cos, sin = math.cos(rotation), math.sin(rotation)
     return [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in outline]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from curation.errors import UserError
-from curation.synth.defects import CLEAN, DEFAULT_PLANTERS, DEFECT_KINDS, Draft, Planter, Row, plant, planter_rng
-from curation.synth.img2dataset import MAX_SHARD_SIZE, WRITERS, Sample, is_own_file, sample_key, shard_name
-from curation.synth.world import DESCRIPTIONS, Scene, sample_scene, sample_size
+from curation.lab.synth.defects import CLEAN, DEFAULT_PLANTERS, DEFECT_KINDS, Draft, Planter, Row, plant, planter_rng
+from curation.lab.synth.img2dataset import MAX_SHARD_SIZE, WRITERS, Sample, is_own_file, sample_key, shard_name
+from curation.lab.synth.world import DESCRIPTIONS, Scene, sample_scene, sample_size
 
 __all__ = ["CLEAN", "DEFECT_KINDS", "FORMATS", "Scene", "SynthArgumentError", "generate"]
 
@@ -62,7 +62,9 @@ def generate(
         for row in shard_rows:  # written: let the bytes go, so large worlds fit in memory
             row.payload = None
 
-    truth = _truth(draft, seed=seed, fmt=fmt, shard_size=shard_size, shard_count=shard_count, kinds=[p.kind for p in planters])
+    truth = _truth(
+        draft, seed=seed, fmt=fmt, shard_size=shard_size, shard_count=shard_count, kinds=[p.kind for p in planters]
+    )
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1) + "\n")
     return truth
 

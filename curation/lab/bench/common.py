@@ -62,7 +62,9 @@ def web_jpeg_pool(seed: int = 0, size: int = POOL) -> tuple[list[bytes], str]:
     for i in range(size):
         long_side = int(rng.integers(LONG_SIDE[0], LONG_SIDE[1] + 1))
         aspect = float(rng.uniform(0.6, 1.0))  # short / long
-        width, height = (long_side, round(long_side * aspect)) if rng.random() < 0.7 else (round(long_side * aspect), long_side)
+        width, height = (
+            (long_side, round(long_side * aspect)) if rng.random() < 0.7 else (round(long_side * aspect), long_side)
+        )
         if pictures:
             source = Image.fromarray(pictures[i % len(pictures)])
             # crop a random window of the target aspect, then resize it to the target size

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from curation.synth.world import Scene
+from curation.lab.synth.world import Scene
 
 COLOUR_ORDER = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "brown", "black", "white", "grey", "cyan")
 
@@ -46,11 +46,32 @@ _DE_SHAPES = {
     "diamond": Noun("Raute", "Rauten", "f"),
     "ring": Noun("Ring", "Ringe", "m"),
 }
-_DE_COLOURS = dict(zip(COLOUR_ORDER, (
-    "rot", "grün", "blau", "gelb", "violett", "orangefarben", "rosafarben", "braun", "schwarz", "weiß", "grau", "türkisfarben",
-)))
+_DE_COLOURS = dict(
+    zip(
+        COLOUR_ORDER,
+        (
+            "rot",
+            "grün",
+            "blau",
+            "gelb",
+            "violett",
+            "orangefarben",
+            "rosafarben",
+            "braun",
+            "schwarz",
+            "weiß",
+            "grau",
+            "türkisfarben",
+        ),
+    )
+)
 _DE_TEXTURES = {"plain": "einfarbig", "stripes": "gestreift", "dots": "gepunktet", "checker": "kariert"}
-_DE_PATTERNS = {"plain": "ohne Muster", "stripes": "mit Streifenmuster", "dots": "mit Punktmuster", "checker": "mit Karomuster"}
+_DE_PATTERNS = {
+    "plain": "ohne Muster",
+    "stripes": "mit Streifenmuster",
+    "dots": "mit Punktmuster",
+    "checker": "mit Karomuster",
+}
 _DE_COUNTS = {2: "zwei", 3: "drei", 4: "vier"}
 _DE_TEMPLATES = (
     "{nom} auf {bg_dat}em Hintergrund",
@@ -149,14 +170,31 @@ FRENCH = Romance(
         "diamond": Noun("losange", "losanges", "m"),
         "ring": Noun("anneau", "anneaux", "m"),
     },
-    colours=dict(zip(COLOUR_ORDER, (
-        ("rouge", "rouges"), ("vert", "verte", "verts", "vertes"), ("bleu", "bleue", "bleus", "bleues"),
-        ("jaune", "jaunes"), ("violet", "violette", "violets", "violettes"), "orange", ("rose", "roses"), "marron",
-        ("noir", "noire", "noirs", "noires"), ("blanc", "blanche", "blancs", "blanches"), ("gris", "grise", "gris", "grises"),
-        "turquoise",
-    ))),
-    textures={"plain": ("uni", "unie", "unis", "unies"), "stripes": ("rayé", "rayée", "rayés", "rayées"),
-              "dots": "à pois", "checker": "à carreaux"},
+    colours=dict(
+        zip(
+            COLOUR_ORDER,
+            (
+                ("rouge", "rouges"),
+                ("vert", "verte", "verts", "vertes"),
+                ("bleu", "bleue", "bleus", "bleues"),
+                ("jaune", "jaunes"),
+                ("violet", "violette", "violets", "violettes"),
+                "orange",
+                ("rose", "roses"),
+                "marron",
+                ("noir", "noire", "noirs", "noires"),
+                ("blanc", "blanche", "blancs", "blanches"),
+                ("gris", "grise", "gris", "grises"),
+                "turquoise",
+            ),
+        )
+    ),
+    textures={
+        "plain": ("uni", "unie", "unis", "unies"),
+        "stripes": ("rayé", "rayée", "rayés", "rayées"),
+        "dots": "à pois",
+        "checker": "à carreaux",
+    },
     patterns={"plain": "sans motif", "stripes": "à rayures", "dots": "à pois", "checker": "à motif damier"},
     counts={1: ("un", "une"), 2: ("deux", "deux"), 3: ("trois", "trois"), 4: ("quatre", "quatre")},
     templates=(
@@ -180,14 +218,31 @@ SPANISH = Romance(
         "diamond": Noun("rombo", "rombos", "m"),
         "ring": Noun("anillo", "anillos", "m"),
     },
-    colours=dict(zip(COLOUR_ORDER, (
-        ("rojo", "roja", "rojos", "rojas"), ("verde", "verdes"), ("azul", "azules"),
-        ("amarillo", "amarilla", "amarillos", "amarillas"), ("morado", "morada", "morados", "moradas"),
-        ("naranja", "naranjas"), ("rosa", "rosas"), ("marrón", "marrones"), ("negro", "negra", "negros", "negras"),
-        ("blanco", "blanca", "blancos", "blancas"), ("gris", "grises"), ("turquesa", "turquesas"),
-    ))),
-    textures={"plain": ("liso", "lisa", "lisos", "lisas"), "stripes": ("rayado", "rayada", "rayados", "rayadas"),
-              "dots": "de lunares", "checker": "a cuadros"},
+    colours=dict(
+        zip(
+            COLOUR_ORDER,
+            (
+                ("rojo", "roja", "rojos", "rojas"),
+                ("verde", "verdes"),
+                ("azul", "azules"),
+                ("amarillo", "amarilla", "amarillos", "amarillas"),
+                ("morado", "morada", "morados", "moradas"),
+                ("naranja", "naranjas"),
+                ("rosa", "rosas"),
+                ("marrón", "marrones"),
+                ("negro", "negra", "negros", "negras"),
+                ("blanco", "blanca", "blancos", "blancas"),
+                ("gris", "grises"),
+                ("turquesa", "turquesas"),
+            ),
+        )
+    ),
+    textures={
+        "plain": ("liso", "lisa", "lisos", "lisas"),
+        "stripes": ("rayado", "rayada", "rayados", "rayadas"),
+        "dots": "de lunares",
+        "checker": "a cuadros",
+    },
     patterns={"plain": "sin estampado", "stripes": "con rayas", "dots": "con lunares", "checker": "con cuadros"},
     counts={1: ("un", "una"), 2: ("dos", "dos"), 3: ("tres", "tres"), 4: ("cuatro", "cuatro")},
     templates=(
@@ -210,14 +265,32 @@ ITALIAN = Romance(
         "diamond": Noun("rombo", "rombi", "m"),
         "ring": Noun("anello", "anelli", "m"),
     },
-    colours=dict(zip(COLOUR_ORDER, (
-        ("rosso", "rossa", "rossi", "rosse"), ("verde", "verdi"), "blu", ("giallo", "gialla", "gialli", "gialle"),
-        "viola", ("arancione", "arancioni"), "rosa", ("marrone", "marroni"), ("nero", "nera", "neri", "nere"),
-        ("bianco", "bianca", "bianchi", "bianche"), ("grigio", "grigia", "grigi", "grigie"), "turchese",
-    ))),
+    colours=dict(
+        zip(
+            COLOUR_ORDER,
+            (
+                ("rosso", "rossa", "rossi", "rosse"),
+                ("verde", "verdi"),
+                "blu",
+                ("giallo", "gialla", "gialli", "gialle"),
+                "viola",
+                ("arancione", "arancioni"),
+                "rosa",
+                ("marrone", "marroni"),
+                ("nero", "nera", "neri", "nere"),
+                ("bianco", "bianca", "bianchi", "bianche"),
+                ("grigio", "grigia", "grigi", "grigie"),
+                "turchese",
+            ),
+        )
+    ),
     textures={"plain": "in tinta unita", "stripes": "a righe", "dots": "a pois", "checker": "a quadretti"},
-    patterns={"plain": "senza motivi", "stripes": "con motivo a righe", "dots": "con motivo a pois",
-              "checker": "con motivo a scacchi"},
+    patterns={
+        "plain": "senza motivi",
+        "stripes": "con motivo a righe",
+        "dots": "con motivo a pois",
+        "checker": "con motivo a scacchi",
+    },
     counts={1: ("un", "una"), 2: ("due", "due"), 3: ("tre", "tre"), 4: ("quattro", "quattro")},
     templates=(
         "{np} su sfondo {bg}",
@@ -239,15 +312,37 @@ PORTUGUESE = Romance(
         "diamond": Noun("losango", "losangos", "m"),
         "ring": Noun("anel", "anéis", "m"),
     },
-    colours=dict(zip(COLOUR_ORDER, (
-        ("vermelho", "vermelha", "vermelhos", "vermelhas"), ("verde", "verdes"), ("azul", "azuis"),
-        ("amarelo", "amarela", "amarelos", "amarelas"), ("roxo", "roxa", "roxos", "roxas"), "laranja", "rosa",
-        ("marrom", "marrons"), ("preto", "preta", "pretos", "pretas"), ("branco", "branca", "brancos", "brancas"),
-        "cinza", "turquesa",
-    ))),
-    textures={"plain": ("liso", "lisa", "lisos", "lisas"), "stripes": ("listrado", "listrada", "listrados", "listradas"),
-              "dots": "de bolinhas", "checker": "xadrez"},
-    patterns={"plain": "sem estampa", "stripes": "com listras", "dots": "com bolinhas", "checker": "com estampa xadrez"},
+    colours=dict(
+        zip(
+            COLOUR_ORDER,
+            (
+                ("vermelho", "vermelha", "vermelhos", "vermelhas"),
+                ("verde", "verdes"),
+                ("azul", "azuis"),
+                ("amarelo", "amarela", "amarelos", "amarelas"),
+                ("roxo", "roxa", "roxos", "roxas"),
+                "laranja",
+                "rosa",
+                ("marrom", "marrons"),
+                ("preto", "preta", "pretos", "pretas"),
+                ("branco", "branca", "brancos", "brancas"),
+                "cinza",
+                "turquesa",
+            ),
+        )
+    ),
+    textures={
+        "plain": ("liso", "lisa", "lisos", "lisas"),
+        "stripes": ("listrado", "listrada", "listrados", "listradas"),
+        "dots": "de bolinhas",
+        "checker": "xadrez",
+    },
+    patterns={
+        "plain": "sem estampa",
+        "stripes": "com listras",
+        "dots": "com bolinhas",
+        "checker": "com estampa xadrez",
+    },
     counts={1: ("um", "uma"), 2: ("dois", "duas"), 3: ("três", "três"), 4: ("quatro", "quatro")},
     templates=(
         "{np} sobre fundo {bg}",
@@ -271,14 +366,37 @@ _NL_SHAPES = {
     "diamond": Noun("ruit", "ruiten", "m"),
     "ring": Noun("ring", "ringen", "m"),
 }
-_NL_COLOURS = dict(zip(COLOUR_ORDER, (  # (bare, inflected)
-    ("rood", "rode"), ("groen", "groene"), ("blauw", "blauwe"), ("geel", "gele"), ("paars", "paarse"),
-    ("oranje", "oranje"), ("roze", "roze"), ("bruin", "bruine"), ("zwart", "zwarte"), ("wit", "witte"),
-    ("grijs", "grijze"), ("turquoise", "turquoise"),
-)))
-_NL_TEXTURES = {"plain": ("effen", "effen"), "stripes": ("gestreept", "gestreepte"),
-                "dots": ("gestippeld", "gestippelde"), "checker": ("geruit", "geruite")}
-_NL_PATTERNS = {"plain": "zonder patroon", "stripes": "met strepen", "dots": "met stippen", "checker": "met een ruitpatroon"}
+_NL_COLOURS = dict(
+    zip(
+        COLOUR_ORDER,
+        (  # (bare, inflected)
+            ("rood", "rode"),
+            ("groen", "groene"),
+            ("blauw", "blauwe"),
+            ("geel", "gele"),
+            ("paars", "paarse"),
+            ("oranje", "oranje"),
+            ("roze", "roze"),
+            ("bruin", "bruine"),
+            ("zwart", "zwarte"),
+            ("wit", "witte"),
+            ("grijs", "grijze"),
+            ("turquoise", "turquoise"),
+        ),
+    )
+)
+_NL_TEXTURES = {
+    "plain": ("effen", "effen"),
+    "stripes": ("gestreept", "gestreepte"),
+    "dots": ("gestippeld", "gestippelde"),
+    "checker": ("geruit", "geruite"),
+}
+_NL_PATTERNS = {
+    "plain": "zonder patroon",
+    "stripes": "met strepen",
+    "dots": "met stippen",
+    "checker": "met een ruitpatroon",
+}
 _NL_COUNTS = {1: "een", 2: "twee", 3: "drie", 4: "vier"}
 _NL_TEMPLATES = (
     "{np} op een {bg} achtergrond",
@@ -298,13 +416,31 @@ _SV_SHAPES = {
     "diamond": Noun("romb", "romber", "m"),
     "ring": Noun("ring", "ringar", "m"),
 }
-_SV_COLOURS = dict(zip(COLOUR_ORDER, (  # (en-form, ett-form, plural)
-    ("röd", "rött", "röda"), ("grön", "grönt", "gröna"), ("blå", "blått", "blå"), ("gul", "gult", "gula"),
-    ("lila", "lila", "lila"), ("orange", "orange", "orange"), ("rosa", "rosa", "rosa"), ("brun", "brunt", "bruna"),
-    ("svart", "svart", "svarta"), ("vit", "vitt", "vita"), ("grå", "grått", "grå"), ("turkos", "turkos", "turkosa"),
-)))
-_SV_TEXTURES = {"plain": ("enfärgad", "enfärgat", "enfärgade"), "stripes": ("randig", "randigt", "randiga"),
-                "dots": ("prickig", "prickigt", "prickiga"), "checker": ("rutig", "rutigt", "rutiga")}
+_SV_COLOURS = dict(
+    zip(
+        COLOUR_ORDER,
+        (  # (en-form, ett-form, plural)
+            ("röd", "rött", "röda"),
+            ("grön", "grönt", "gröna"),
+            ("blå", "blått", "blå"),
+            ("gul", "gult", "gula"),
+            ("lila", "lila", "lila"),
+            ("orange", "orange", "orange"),
+            ("rosa", "rosa", "rosa"),
+            ("brun", "brunt", "bruna"),
+            ("svart", "svart", "svarta"),
+            ("vit", "vitt", "vita"),
+            ("grå", "grått", "grå"),
+            ("turkos", "turkos", "turkosa"),
+        ),
+    )
+)
+_SV_TEXTURES = {
+    "plain": ("enfärgad", "enfärgat", "enfärgade"),
+    "stripes": ("randig", "randigt", "randiga"),
+    "dots": ("prickig", "prickigt", "prickiga"),
+    "checker": ("rutig", "rutigt", "rutiga"),
+}
 _SV_PATTERNS = {"plain": "utan mönster", "stripes": "med ränder", "dots": "med prickar", "checker": "med rutmönster"}
 _SV_COUNTS = {2: "två", 3: "tre", 4: "fyra"}
 _SV_TEMPLATES = (
@@ -365,8 +501,13 @@ CAPTIONERS: dict[str, Callable[[Scene, np.random.Generator], str]] = {
 }
 LANGUAGES: tuple[str, ...] = tuple(CAPTIONERS)  # ISO 639-1 codes
 SHAPE_NOUNS: dict[str, dict[str, Noun]] = {
-    "de": _DE_SHAPES, "fr": FRENCH.shapes, "es": SPANISH.shapes, "it": ITALIAN.shapes, "pt": PORTUGUESE.shapes,
-    "nl": _NL_SHAPES, "sv": _SV_SHAPES,
+    "de": _DE_SHAPES,
+    "fr": FRENCH.shapes,
+    "es": SPANISH.shapes,
+    "it": ITALIAN.shapes,
+    "pt": PORTUGUESE.shapes,
+    "nl": _NL_SHAPES,
+    "sv": _SV_SHAPES,
 }
 
 

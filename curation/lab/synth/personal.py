@@ -24,7 +24,12 @@ def personal_snippet(rng: np.random.Generator) -> tuple[str, str]:
         address = f"{_pick(rng, FIRST)}.{_pick(rng, LAST)}@{_pick(rng, DOMAINS)}"
         return kind, _pick(rng, (" - contact {}", ", photo by {}", " (email {})")).format(address)
     if kind == "phone":
-        number = (f"+44 20 7946 0{int(rng.integers(100, 1000))}" if rng.random() < 0.5
-                  else f"({_pick(rng, ('212', '415', '617'))}) 555-01{int(rng.integers(10, 100))}")
+        number = (
+            f"+44 20 7946 0{int(rng.integers(100, 1000))}"
+            if rng.random() < 0.5
+            else f"({_pick(rng, ('212', '415', '617'))}) 555-01{int(rng.integers(10, 100))}"
+        )
         return kind, _pick(rng, (", call {}", " - phone {}", " tel. {}")).format(number)
-    return kind, _pick(rng, (" | {} {}", ", seen at {} {}", " - shop: {} {}")).format(int(rng.integers(2, 400)), _pick(rng, STREETS))
+    return kind, _pick(rng, (" | {} {}", ", seen at {} {}", " - shop: {} {}")).format(
+        int(rng.integers(2, 400)), _pick(rng, STREETS)
+    )

@@ -14,8 +14,8 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
 
 
 def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    from curation.lab.synth import generate
     from curation.runner import run_job
-    from curation.synth import generate
 
     started = time.time()
     root = root.resolve()
@@ -42,7 +42,7 @@ def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str]
 def _same_world(truth_path: Path, rows: int, seed: int) -> bool:
     """Whether the demo's input is the world this version of the generator would write (a world left by
     an older version, with other defect kinds, is generated again)."""
-    from curation.synth.defects import DEFECT_KINDS
+    from curation.lab.synth.defects import DEFECT_KINDS
 
     if not truth_path.exists():
         return False

@@ -2,7 +2,7 @@
 
 Times `FaceStage.process_batch` (blur mode, one OpenCV thread) on web-sized photographs (bench/common.py:
 scikit-image sample photos, long side 640-1600 px; one in eight is the astronaut, the only one with a
-face) and on small synthetic scenes (curation.synth.world, short side 96-192 px, as the demo world
+face) and on small synthetic scenes (curation.lab.synth.world, short side 96-192 px, as the demo world
 draws them), and counts the scenes in which a face is found: each one is a false positive. Times are
 CPU seconds of this single-threaded process per image, as in bench/decode.py. Headline ratio: the face
 stage's CPU time per photo over the decode stage's on the same photos (what turning faces on costs, in
@@ -18,7 +18,7 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from curation.bench.common import json_line, web_jpegs
+from curation.lab.bench.common import json_line, web_jpegs
 
 BATCH = 256
 
@@ -40,7 +40,7 @@ def kept_table(images: list[bytes]) -> pa.Table:
 
 def synthetic_scenes(n: int, seed: int = 0) -> list[bytes]:
     """`n` scenes of the synthetic world at its usual sizes, as JPEG."""
-    from curation.synth.world import encode_jpeg, sample_scene, sample_size
+    from curation.lab.synth.world import encode_jpeg, sample_scene, sample_size
 
     rng = np.random.default_rng(seed)
     scenes = []
@@ -91,8 +91,10 @@ def run_faces_bench(photos: int, scenes: int, seed: int = 0, log=None) -> dict:
     scene_figures, _ = _run(stage, synthetic_scenes(scenes, seed))
     if log is not None:
         log(f"{photos} web-sized JPEGs ({kind}), long side 640-1600 px:")
-        log(f"  {photo_figures['ms_per_image_cpu']:.1f} ms/image CPU, {photo_figures['with_faces']} with faces; "
-            f"the decode stage on the same photos (224 px): {decode_ms:.1f} ms/image")
+        log(
+            f"  {photo_figures['ms_per_image_cpu']:.1f} ms/image CPU, {photo_figures['with_faces']} with faces; "
+            f"the decode stage on the same photos (224 px): {decode_ms:.1f} ms/image"
+        )
         log(f"{scenes} synthetic scenes, short side 96-192 px:")
         log(
             f"  {scene_figures['ms_per_image_cpu']:.2f} ms/image CPU, {scene_figures['with_faces']} false positives, "

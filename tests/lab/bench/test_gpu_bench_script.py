@@ -20,10 +20,19 @@ def test_gpu_bench_script_runs_every_check_and_keeps_each_json_line(tmp_path):
     curate.chmod(curate.stat().st_mode | stat.S_IEXEC)
     results = tmp_path / "results.jsonl"
     env = dict(
-        os.environ, PYTHONPATH=str(REPO), DEVICE="cpu", SCALE="0", LARGE="curation-tiny", SMALL="curation-tiny",
-        RESULTS=str(results), CURATE=str(curate), STEP_TIMEOUT="200",
+        os.environ,
+        PYTHONPATH=str(REPO),
+        DEVICE="cpu",
+        SCALE="0",
+        LARGE="curation-tiny",
+        SMALL="curation-tiny",
+        RESULTS=str(results),
+        CURATE=str(curate),
+        STEP_TIMEOUT="200",
     )
-    run = subprocess.run(["bash", str(REPO / "infra/gpu-bench.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        ["bash", str(REPO / "infra/gpu-bench.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = [json.loads(line) for line in results.read_text().splitlines()]
     assert [f["bench"] for f in figures] == ["embed", "embed", "decode", "pipeline"]
@@ -39,7 +48,9 @@ def test_gpu_bench_script_records_a_failed_step_and_fails(tmp_path):
     curate.chmod(curate.stat().st_mode | stat.S_IEXEC)
     results = tmp_path / "results.jsonl"
     env = dict(os.environ, DEVICE="cpu", SCALE="0", RESULTS=str(results), CURATE=str(curate))
-    run = subprocess.run(["bash", str(REPO / "infra/gpu-bench.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["bash", str(REPO / "infra/gpu-bench.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 1
     figures = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(figures) == 4 and all(f["failed"] and f["exit"] == 2 for f in figures)

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.synth import DEFECT_KINDS, generate
-from curation.synth.defects import DEFAULT_PLANTERS
-from curation.synth.img2dataset import METADATA_SCHEMA
-from curation.synth.world import COLOURS, SHAPES, sample_scene
+from curation.lab.synth import DEFECT_KINDS, generate
+from curation.lab.synth.defects import DEFAULT_PLANTERS
+from curation.lab.synth.img2dataset import METADATA_SCHEMA
+from curation.lab.synth.world import COLOURS, SHAPES, sample_scene
 
 ROWS = 300
 SHARD_SIZE = 100
@@ -212,7 +212,7 @@ def test_only_planted_duplicates_share_a_description(world):
 
 
 def test_descriptions_repeat_only_once_all_are_used():
-    import curation.synth as synth
+    import curation.lab.synth as synth
 
     draft = synth._draft_world(synth.DESCRIPTIONS + 30, seed=3)
     described = [synth._description(row.scene) for row in draft.rows]
@@ -333,7 +333,7 @@ def test_image_defects_are_drawn_over_normal_scenes(world):
 
 
 def test_watermarks_and_low_aesthetics_change_the_image():
-    from curation.synth.effects import degrade, overlay_watermark
+    from curation.lab.synth.effects import degrade, overlay_watermark
 
     rng = np.random.default_rng(0)
     image = sample_scene(rng).render(160, 128)
@@ -346,8 +346,8 @@ def test_watermarks_and_low_aesthetics_change_the_image():
 
 
 def test_non_english_captions_describe_the_scene_in_another_language(world):
+    from curation.lab.synth.languages import SHAPE_NOUNS
     from curation.stages.language import language_scores, load_detector
-    from curation.synth.languages import SHAPE_NOUNS
 
     _, truth, records = world
     keys = keys_labelled(truth, "non_english")
@@ -357,18 +357,23 @@ def test_non_english_captions_describe_the_scene_in_another_language(world):
         caption, scene = records[key]["txt"].decode(), truth["scenes"][key]
         scores = language_scores(detector, caption)
         assert max(scores, key=scores.get) != "en", caption
-        forms = [n.singular if scene["count"] == 1 else n.plural for n in (SHAPE_NOUNS[lang][scene["shape"]] for lang in SHAPE_NOUNS)]
+        forms = [
+            n.singular if scene["count"] == 1 else n.plural
+            for n in (SHAPE_NOUNS[lang][scene["shape"]] for lang in SHAPE_NOUNS)
+        ]
         words = caption.replace(",", " ").split()
         assert any(f in words or f + "n" in words for f in forms), caption  # German dative plural: +n
 
 
 def test_caption_planters_leave_the_other_planters_rows_alone(world, tmp_path):
-    from curation.synth.defects import NonEnglish, PiiCaption
+    from curation.lab.synth.defects import NonEnglish, PiiCaption
 
     out, truth, records = world
     # last: every other planter picks its rows first
     assert [type(p) for p in DEFAULT_PLANTERS[-2:]] == [NonEnglish, PiiCaption]
-    without = generate(str(tmp_path), rows=ROWS, seed=7, fmt="webdataset", shard_size=SHARD_SIZE, planters=DEFAULT_PLANTERS[:-2])
+    without = generate(
+        str(tmp_path), rows=ROWS, seed=7, fmt="webdataset", shard_size=SHARD_SIZE, planters=DEFAULT_PLANTERS[:-2]
+    )
     other = read_webdataset(tmp_path, without["shards"])
     planted = set(keys_labelled(truth, "non_english")) | set(keys_labelled(truth, "pii_caption"))
     assert planted and all(without["labels"][k] == "clean" for k in planted)
@@ -401,7 +406,14 @@ def test_planted_personal_data_is_what_the_caption_stage_finds(world):
 @pytest.mark.parametrize(
     "language, phrases",
     [
-        ("de", ("ein rotes gestreiftes Quadrat", "einem roten gestreiften Quadrat", "ein rotes Quadrat mit Streifenmuster")),
+        (
+            "de",
+            (
+                "ein rotes gestreiftes Quadrat",
+                "einem roten gestreiften Quadrat",
+                "ein rotes Quadrat mit Streifenmuster",
+            ),
+        ),
         ("fr", ("un carré rouge rayé", "un carré rouge à rayures")),
         ("es", ("un cuadrado rojo rayado", "un cuadrado rojo con rayas")),
         ("it", ("un quadrato rosso a righe", "un quadrato rosso con motivo a righe")),
@@ -411,8 +423,8 @@ def test_planted_personal_data_is_what_the_caption_stage_finds(world):
     ],
 )
 def test_translated_captions_follow_the_grammar(language, phrases):
-    from curation.synth.languages import translated_caption
-    from curation.synth.world import Scene
+    from curation.lab.synth.languages import translated_caption
+    from curation.lab.synth.world import Scene
 
     rng = np.random.default_rng(0)
     scene = Scene(shape="square", colour="red", count=1, texture="stripes", background="blue", layout_seed=0)
@@ -422,11 +434,17 @@ def test_translated_captions_follow_the_grammar(language, phrases):
 
 
 def test_translated_captions_name_every_attribute():
-    from curation.synth.languages import LANGUAGES, SHAPE_NOUNS, translated_caption
+    from curation.lab.synth.languages import LANGUAGES, SHAPE_NOUNS, translated_caption
 
-    counts = {"de": ("zwei", "drei", "vier"), "fr": ("deux", "trois", "quatre"), "es": ("dos", "tres", "cuatro"),
-              "it": ("due", "tre", "quattro"), "pt": ("dois", "duas", "três", "quatro"), "nl": ("twee", "drie", "vier"),
-              "sv": ("två", "tre", "fyra")}
+    counts = {
+        "de": ("zwei", "drei", "vier"),
+        "fr": ("deux", "trois", "quatre"),
+        "es": ("dos", "tres", "cuatro"),
+        "it": ("due", "tre", "quattro"),
+        "pt": ("dois", "duas", "três", "quatro"),
+        "nl": ("twee", "drie", "vier"),
+        "sv": ("två", "tre", "fyra"),
+    }
     rng = np.random.default_rng(1)
     for _ in range(300):
         scene = sample_scene(rng)

@@ -33,20 +33,9 @@ import torch
 from torch import nn
 
 from curation.errors import UserError
-from curation.models.clip import (
-    OPENAI_MEAN,
-    OPENAI_STD,
-    WEIGHTS_FILE,
-    architecture_config,
-    model_image_size,
-    prepare_images,
-    save_open_clip_dir,
-)
-from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
-from curation.models.towers import CONV_STEMS, create_model, load_model_dir, model_dir_arch
-from curation.synth import effects
-from curation.synth.defects import planter_rng
-from curation.synth.world import (
+from curation.lab.synth import effects
+from curation.lab.synth.defects import planter_rng
+from curation.lab.synth.world import (
     COLOURS,
     COUNTS,
     SHAPES,
@@ -59,13 +48,30 @@ from curation.synth.world import (
     shape_sibling,
     sibling_scene,
 )
+from curation.models.clip import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    WEIGHTS_FILE,
+    architecture_config,
+    model_image_size,
+    prepare_images,
+    save_open_clip_dir,
+)
+from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
+from curation.models.towers import CONV_STEMS, create_model, load_model_dir, model_dir_arch
 
 KINDS = ("clean", "unsafe", "watermark", "low_aesthetic")
 TRAIN_MIX = (0.7, 0.1, 0.1, 0.1)  # of KINDS, in the CLIP's training set
 HEAD_MIX = (0.6, 0.14, 0.14, 0.12)  # in the heads' labelled set
 HEADS = {"unsafe": "unsafe", "watermark": "watermark", "aesthetic": "low_aesthetic"}  # head -> defect kind
 CHUNK = 500  # images per rendering task; each chunk has its own seed, so workers do not change the data
-ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "count": COUNTS, "texture": TEXTURES, "background": tuple(COLOURS)}
+ATTRIBUTES = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "count": COUNTS,
+    "texture": TEXTURES,
+    "background": tuple(COLOURS),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +230,9 @@ def augment_batch(images: torch.Tensor, rng: np.random.Generator, *, full: bool)
     for i in np.flatnonzero(rng.random(batch) < REFRAMED):
         left, top, right, bottom = np.round(rng.uniform(0, REFRAME, size=4) * size).astype(int)
         crop = images[i : i + 1, :, top : size - bottom, left : size - right]
-        images[i] = nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        images[i] = nn.functional.interpolate(
+            crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
     return images
 
 
@@ -235,15 +243,21 @@ def train_model(data: ImageSet, settings: TrainSettings, log: Callable[[str], No
         return [training_caption(data.scenes[i], data.kinds[i], data.variants[i], rng) for i in idx]
 
     attributes = attribute_labels(data.scenes) if settings.attribute_weight else None
-    return train_contrastive(data.pixels, captions, settings, log, pairs=settings.pairing is not None, attributes=attributes)
+    return train_contrastive(
+        data.pixels, captions, settings, log, pairs=settings.pairing is not None, attributes=attributes
+    )
 
 
 def attribute_labels(scenes: list[Scene]) -> np.ndarray:
     """(N, len(ATTRIBUTES)) class indices: what each scene's shape, colour, count, texture and background are."""
-    return np.array([[values.index(getattr(scene, name)) for name, values in ATTRIBUTES.items()] for scene in scenes], np.int64)
+    return np.array(
+        [[values.index(getattr(scene, name)) for name, values in ATTRIBUTES.items()] for scene in scenes], np.int64
+    )
 
 
-def train_on_pairs(pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
+def train_on_pairs(
+    pixels: np.ndarray, captions: list[str], settings: TrainSettings, log: Callable[[str], None]
+) -> tuple[nn.Module, dict]:
     """Train a CLIP from scratch on fixed (image, caption) pairs, as they are (e.g. a curated subset)."""
     if len(captions) != len(pixels) or len(captions) < 2:
         raise UserError(f"training needs at least 2 image-caption pairs, got {len(captions)}: use a larger pool")
@@ -278,7 +292,11 @@ def train_contrastive(
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     probe_params = [] if probes is None else [{"params": list(probes.parameters()), "weight_decay": 0.0}]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *probe_params],
+        [
+            {"params": decay, "weight_decay": settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            *probe_params,
+        ],
         lr=settings.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
@@ -330,7 +348,9 @@ def train_contrastive(
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(loss.detach()))
         if step % 20 == 0 or step == settings.steps - 1:
-            log(f"step {step + 1}/{settings.steps}  loss {np.mean(losses[-20:]):.3f}  lr {lr:.2e}  {time.time() - started:.0f} s")
+            log(
+                f"step {step + 1}/{settings.steps}  loss {np.mean(losses[-20:]):.3f}  lr {lr:.2e}  {time.time() - started:.0f} s"
+            )
     model.eval()
     metrics = {"final_loss": round(float(np.mean(losses[-20:])), 4), "train_s": round(time.time() - started, 1)}
     if probe_losses:  # mean cross-entropy of the attribute probes (log of the class count at the start)
@@ -344,22 +364,38 @@ def starting_model(settings: TrainSettings) -> nn.Module:
         return create_model(settings.arch)
     folder = Path(settings.init_from)
     if not (folder / WEIGHTS_FILE).is_file():
-        raise UserError(f"--init-from {folder} holds no trained CLIP ({WEIGHTS_FILE}): give a folder curate train-clip wrote")
+        raise UserError(
+            f"--init-from {folder} holds no trained CLIP ({WEIGHTS_FILE}): give a folder curate train-clip wrote"
+        )
     arch = model_dir_arch(folder)
     if arch != settings.arch:
-        raise UserError(f"--init-from {folder} holds a {arch}, not a {settings.arch}: give a folder of the same architecture")
+        raise UserError(
+            f"--init-from {folder} holds a {arch}, not a {settings.arch}: give a folder of the same architecture"
+        )
     model, _ = load_model_dir(folder)
     return model.float().train()  # the stored fp16 weights, trained on in fp32 as a fresh model is
 
 
-def _probe_loss(probes: nn.ModuleList, features: torch.Tensor, truth: torch.Tensor, mix: tuple[float, ...]) -> torch.Tensor:
+def _probe_loss(
+    probes: nn.ModuleList, features: torch.Tensor, truth: torch.Tensor, mix: tuple[float, ...]
+) -> torch.Tensor:
     """The probes' cross-entropies, weighted by `mix` (normalised: equal weights give their mean)."""
-    losses = [weight * nn.functional.cross_entropy(probe(features), truth[:, i]) for i, (probe, weight) in enumerate(zip(probes, mix, strict=True))]
+    losses = [
+        weight * nn.functional.cross_entropy(probe(features), truth[:, i])
+        for i, (probe, weight) in enumerate(zip(probes, mix, strict=True))
+    ]
     return sum(losses) / sum(mix)
 
 
-def _probes_first(visual: nn.Module, probes: nn.ModuleList, pixels: np.ndarray, attributes: np.ndarray,
-                  settings: TrainSettings, rng: np.random.Generator, log: Callable[[str], None]) -> None:
+def _probes_first(
+    visual: nn.Module,
+    probes: nn.ModuleList,
+    pixels: np.ndarray,
+    attributes: np.ndarray,
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    log: Callable[[str], None],
+) -> None:
     """A curriculum: the image tower learns the scene attributes (shape above all, by `attribute_mix`) from
     the probes alone, before the captions and the image-to-image term take over."""
     opt = torch.optim.AdamW([*visual.parameters(), *probes.parameters()], lr=settings.lr, weight_decay=0.05)
@@ -372,19 +408,25 @@ def _probes_first(visual: nn.Module, probes: nn.ModuleList, pixels: np.ndarray, 
         images = augment_batch(_tensor(pixels[idx]), rng, full=settings.augment)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
             features = nn.functional.normalize(visual(images), dim=-1)
-        loss = _probe_loss(probes, PROBE_SCALE * features.float(), torch.from_numpy(attributes[idx]), settings.attribute_mix)
+        loss = _probe_loss(
+            probes, PROBE_SCALE * features.float(), torch.from_numpy(attributes[idx]), settings.attribute_mix
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 0 or step == settings.probe_steps - 1:
-            log(f"probes first: step {step + 1}/{settings.probe_steps}  loss {float(loss.detach()):.3f}  {time.time() - started:.0f} s")
+            log(
+                f"probes first: step {step + 1}/{settings.probe_steps}  loss {float(loss.detach()):.3f}  {time.time() - started:.0f} s"
+            )
 
 
 # ---- features, heads and metrics ----------------------------------------------------------------------
 
 
 @torch.inference_mode()
-def embed_set(model: nn.Module, tokenizer, pixels: np.ndarray, captions: list[str] | None, *, tokens: bool, batch: int = 500):
+def embed_set(
+    model: nn.Module, tokenizer, pixels: np.ndarray, captions: list[str] | None, *, tokens: bool, batch: int = 500
+):
     """Image embeddings, head feature vectors (embedding + pooled patch tokens) and text embeddings."""
     emb, feats, txt = [], [], []
     for start in range(0, len(pixels), batch):
@@ -461,10 +503,17 @@ def train_heads(model: nn.Module, data: ImageSet, out_dir: Path, settings: Train
         defect = positive[holdout].astype(int)
         defect_score = 1 - scores if name == "aesthetic" else scores
         metrics = metrics_at(defect_score, defect, 0.5)
-        head.save(out_dir / "heads" / f"{name}.safetensors", name=name, arch=settings.arch, defect=kind,
-                  positive="not " + kind if name == "aesthetic" else kind)
+        head.save(
+            out_dir / "heads" / f"{name}.safetensors",
+            name=name,
+            arch=settings.arch,
+            defect=kind,
+            positive="not " + kind if name == "aesthetic" else kind,
+        )
         report[name] = {**metrics, "auc": round(_auc(defect_score[defect == 1], defect_score[defect == 0]), 5)}
-        log(f"head {name}: held-out P {metrics['precision']:.3f} R {metrics['recall']:.3f} AUC {report[name]['auc']:.4f}")
+        log(
+            f"head {name}: held-out P {metrics['precision']:.3f} R {metrics['recall']:.3f} AUC {report[name]['auc']:.4f}"
+        )
     return report
 
 
@@ -481,7 +530,9 @@ class _FeatureRows:
 # ---- the command --------------------------------------------------------------------------------------
 
 
-def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), log: Callable[[str], None] = print) -> dict:
+def train_clip(
+    out_dir: str | Path, settings: TrainSettings = TrainSettings(), log: Callable[[str], None] = print
+) -> dict:
     """Train the tiny CLIP and its heads; write the folder the pipeline reloads offline. Returns the metrics."""
 
     out = Path(out_dir)
@@ -496,13 +547,24 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
             raise UserError(f"--heads-only: {out} holds no trained CLIP ({WEIGHTS_FILE}): train one first")
         previous = json.loads((out / "metrics.json").read_text())
         settings = TrainSettings(**{**previous["settings"], "heads": True, "heads_only": False})
-        train_metrics = {k: previous["metrics"][k] for k in ("render_s", "final_loss", "train_s", "earlier_commands") if k in previous["metrics"]}
+        train_metrics = {
+            k: previous["metrics"][k]
+            for k in ("render_s", "final_loss", "train_s", "earlier_commands")
+            if k in previous["metrics"]
+        }
         render_s = train_metrics.pop("render_s")
         clip_s = previous["metrics"]["total_s"] - previous["metrics"].get("heads_s", 0.0)
     else:
         log(f"rendering {settings.images} training images ({size} px) ...")
-        train = render_set(settings.images, seed=settings.seed, stream="clip-train", mix=TRAIN_MIX, size=size,
-                           workers=settings.workers, pairing=settings.pairing)
+        train = render_set(
+            settings.images,
+            seed=settings.seed,
+            stream="clip-train",
+            mix=TRAIN_MIX,
+            size=size,
+            workers=settings.workers,
+            pairing=settings.pairing,
+        )
         render_s = time.time() - started
         earlier = earlier_commands(settings.init_from)  # read before the output folder (maybe that one) is rewritten
         model, train_metrics = train_model(train, settings, log)
@@ -517,10 +579,19 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
     if settings.heads:
         heads_started = time.time()
         log(f"rendering {settings.head_images} labelled images for the heads ...")
-        labelled = render_set(settings.head_images, seed=settings.seed, stream="heads", mix=HEAD_MIX, size=size, workers=settings.workers)
+        labelled = render_set(
+            settings.head_images, seed=settings.seed, stream="heads", mix=HEAD_MIX, size=size, workers=settings.workers
+        )
         metrics["heads"] = train_heads(model, labelled, out, settings, log)
         metrics["heads_s"] = round(time.time() - heads_started, 1)
-    held_out = render_set(settings.eval_pairs, seed=settings.eval_seed, stream="retrieval", mix=(1.0, 0, 0, 0), size=size, workers=settings.workers)
+    held_out = render_set(
+        settings.eval_pairs,
+        seed=settings.eval_seed,
+        stream="retrieval",
+        mix=(1.0, 0, 0, 0),
+        size=size,
+        workers=settings.workers,
+    )
     metrics.update(retrieval_metrics(model, tokenizer, held_out))
     metrics["total_s"] = round(time.time() - started + (clip_s or 0.0), 1)
     metrics["weights_bytes"] = (out / WEIGHTS_FILE).stat().st_size
@@ -534,7 +605,7 @@ def train_clip(out_dir: str | Path, settings: TrainSettings = TrainSettings(), l
 
 
 def parse_attribute_mix(text: str) -> tuple[float, ...]:
-    """"shape=4,count=1" -> the probes' weights in ATTRIBUTES order (unnamed attributes weigh 1)."""
+    """ "shape=4,count=1" -> the probes' weights in ATTRIBUTES order (unnamed attributes weigh 1)."""
     weights = dict.fromkeys(ATTRIBUTES, 1.0)
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
@@ -543,7 +614,9 @@ def parse_attribute_mix(text: str) -> tuple[float, ...]:
         except ValueError:
             weight = -1.0
         if name.strip() not in weights or weight < 0:
-            raise UserError(f"--attribute-mix {text!r}: write name=weight pairs of {', '.join(ATTRIBUTES)}, e.g. shape=4,count=1")
+            raise UserError(
+                f"--attribute-mix {text!r}: write name=weight pairs of {', '.join(ATTRIBUTES)}, e.g. shape=4,count=1"
+            )
         weights[name.strip()] = weight
     if not sum(weights.values()):
         raise UserError(f"--attribute-mix {text!r}: at least one weight must be above 0")
@@ -557,9 +630,24 @@ def format_attribute_mix(mix: tuple[float, ...]) -> str:
 def training_command(settings: TrainSettings) -> str:
     """The `curate train-clip` command line that trains with `settings`, into the shipped model's folder."""
     default = TrainSettings()
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(settings).items()
-             if k in ("seed", "images", "steps", "batch_size", "instance_weight", "instance_temperature", "attribute_weight",
-                      "probe_steps", "lr", "init_from") and v != getattr(default, k)]
+    flags = [
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in asdict(settings).items()
+        if k
+        in (
+            "seed",
+            "images",
+            "steps",
+            "batch_size",
+            "instance_weight",
+            "instance_temperature",
+            "attribute_weight",
+            "probe_steps",
+            "lr",
+            "init_from",
+        )
+        and v != getattr(default, k)
+    ]
     flags += [f"--{k.replace('_', '-')}" for k in (*PAIRINGS, "augment") if getattr(settings, k)]
     if tuple(settings.attribute_mix) != default.attribute_mix:
         flags.append(f"--attribute-mix {format_attribute_mix(settings.attribute_mix)}")
@@ -586,13 +674,17 @@ def model_card(settings: TrainSettings, metrics: dict) -> str:
     if settings.siblings:
         augmentation += " (scenes in pairs one attribute apart, batched together)"
     if settings.lookalikes:
-        augmentation += " (scenes in pairs of the same colours and texture, another shape or count and layout, batched together)"
+        augmentation += (
+            " (scenes in pairs of the same colours and texture, another shape or count and layout, batched together)"
+        )
     if settings.shape_siblings:
         augmentation += " (scenes in pairs: half the same scene with another shape, half lookalikes, batched together)"
     if settings.instance_weight:
         augmentation += f"; an image-to-image contrastive term (weight {settings.instance_weight})"
     if settings.attribute_weight:
-        augmentation += f"; linear probes of each scene attribute on the image embedding (weight {settings.attribute_weight}"
+        augmentation += (
+            f"; linear probes of each scene attribute on the image embedding (weight {settings.attribute_weight}"
+        )
         if tuple(settings.attribute_mix) != default.attribute_mix:
             augmentation += f", mixed {format_attribute_mix(settings.attribute_mix)}"
         augmentation += ")"
@@ -604,20 +696,20 @@ Use real weights (`model.pretrained: <tag or .safetensors path>`) for real data.
 
 - Architecture: `{settings.arch}` (curation/models/configs/{settings.arch}.json): ViT image tower{" with a convolutional stem (curation/models/towers.py)" if settings.arch in CONV_STEMS else ""}
   ({model_image_size(settings.arch)} px), text transformer with open_clip's bundled tokenizer; weights stored as fp16 safetensors
-  ({metrics['weights_bytes'] / 1e6:.1f} MB).
+  ({metrics["weights_bytes"] / 1e6:.1f} MB).
 - Data: {settings.images} synthetic scenes rendered from seed {settings.seed} (JPEG, decoded by the pipeline's
   decode path), {int(TRAIN_MIX[1] * 100)} % each with the unsafe motif, a watermark or low aesthetics (captions
   mention it 80 % of the time); fresh templated captions and {augmentation} every step.
 - Training: {f"continued from the CLIP in {Path(settings.init_from).name}/ (trained as the commands before the last one below say), " if settings.init_from else ""}{f"{settings.probe_steps} steps of the image tower with the attribute probes alone, then " if settings.probe_steps else ""}{settings.steps} steps of batch {settings.batch_size}, AdamW lr {settings.lr}, warmup {settings.warmup}
-  + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics['train_s']:.0f} s of
-  training, {metrics['total_s']:.0f} s in all (rendering, heads, evaluation).
+  + cosine, {"bf16 autocast" if settings.bf16 else "fp32"}, {settings.threads} CPU threads: {metrics["train_s"]:.0f} s of
+  training, {metrics["total_s"]:.0f} s in all (rendering, heads, evaluation).
 - Command{"s, in turn" if metrics.get("earlier_commands") else ""}: {"; then ".join(f"`{c}`" for c in [*metrics.get("earlier_commands", []), training_command(settings)])}.
 
 ## Metrics (held-out pairs from seed {settings.eval_seed}, never seen in training)
 
-- Image->text retrieval R@1 among 100 candidates: **{metrics['retrieval_r1_100']:.3f}** ({metrics['retrieval_pairs']} pairs)
-- Aligned vs swapped captions (shape and colour differ), ROC AUC: {metrics['swapped_caption_auc']:.4f}
-  (aligned clip_score 1st percentile {metrics['aligned_score_p01']:.3f}, swapped 99th percentile {metrics['swapped_score_p99']:.3f})
+- Image->text retrieval R@1 among 100 candidates: **{metrics["retrieval_r1_100"]:.3f}** ({metrics["retrieval_pairs"]} pairs)
+- Aligned vs swapped captions (shape and colour differ), ROC AUC: {metrics["swapped_caption_auc"]:.4f}
+  (aligned clip_score 1st percentile {metrics["aligned_score_p01"]:.3f}, swapped 99th percentile {metrics["swapped_score_p99"]:.3f})
 
 ## Heads (heads/*.safetensors)
 

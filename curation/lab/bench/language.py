@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import click
 
-from curation.bench.common import json_line
+from curation.lab.bench.common import json_line
 
 WEB_ALT_TEXTS: dict[str, tuple[str, ...]] = {
     "en": (
@@ -308,7 +308,11 @@ def load_lingua_low() -> Scorer:
     return _load_lingua(low_accuracy=True)
 
 
-LOADERS: dict[str, Callable[[], Scorer]] = {"py3langid": load_py3langid, "lingua": load_lingua, "lingua-low": load_lingua_low}
+LOADERS: dict[str, Callable[[], Scorer]] = {
+    "py3langid": load_py3langid,
+    "lingua": load_lingua,
+    "lingua-low": load_lingua_low,
+}
 
 
 def lingua_installed() -> bool:
@@ -345,8 +349,8 @@ def synthetic_samples(n: int, seed: int) -> list[Sample]:
     """`n` scenes, each captioned in English and in every language the non_english planter writes."""
     import numpy as np
 
-    from curation.synth.languages import LANGUAGES, translated_caption
-    from curation.synth.world import sample_scene
+    from curation.lab.synth.languages import LANGUAGES, translated_caption
+    from curation.lab.synth.world import sample_scene
 
     rng = np.random.default_rng(seed)
     samples: list[Sample] = []
@@ -416,10 +420,17 @@ def stage_rows_per_second(samples: list[Sample], batch_rows: int = 1000) -> floa
     for start in range(0, len(captions), batch_rows):
         chunk = captions[start : start + batch_rows]
         n = len(chunk)
-        batches.append(pa.table({
-            "key": [f"k{start + i}" for i in range(n)], "caption": chunk, "status": ["kept"] * n,
-            "reject_reason": pa.nulls(n, pa.string()), "reject_stage": pa.nulls(n, pa.string()),
-        }))
+        batches.append(
+            pa.table(
+                {
+                    "key": [f"k{start + i}" for i in range(n)],
+                    "caption": chunk,
+                    "status": ["kept"] * n,
+                    "reject_reason": pa.nulls(n, pa.string()),
+                    "reject_stage": pa.nulls(n, pa.string()),
+                }
+            )
+        )
     return len(captions) / best_seconds(lambda: [stage.process_batch(batch) for batch in batches])
 
 
@@ -460,10 +471,17 @@ def _run(n: int, seed: int, with_lingua: bool, log) -> dict:
         del scorer
     stage_rows_s = stage_rows_per_second((sets["synthetic"] + sets["web"])[::SPEED_STRIDE])
     ratio = stage_rows_s / figures["py3langid"]["captions_s"]
-    _log_table(say, figures, sets, n, lingua_note=None if len(names) > 1 else (
-        "not installed" if with_lingua else "left out (--no-lingua)"))
-    say(f"language stage (py3langid, keep=en, min_score=0.5), Arrow batches of 1000 rows, one core: "
-        f"{stage_rows_s:,.0f} rows/s = {ratio:.2f} x the bare detector loop")
+    _log_table(
+        say,
+        figures,
+        sets,
+        n,
+        lingua_note=None if len(names) > 1 else ("not installed" if with_lingua else "left out (--no-lingua)"),
+    )
+    say(
+        f"language stage (py3langid, keep=en, min_score=0.5), Arrow batches of 1000 rows, one core: "
+        f"{stage_rows_s:,.0f} rows/s = {ratio:.2f} x the bare detector loop"
+    )
 
     def summary(f: dict) -> dict:
         out = {}
@@ -488,10 +506,14 @@ def _run(n: int, seed: int, with_lingua: bool, log) -> dict:
 def _log_table(say, figures: dict, sets: dict, n: int, lingua_note: str | None) -> None:
     names = list(figures)
     languages = len(sets["synthetic"]) // n - 1
-    say(f"captions: synthetic {len(sets['synthetic'])} ({n} scenes x English + {languages} languages), "
-        f"web alt-texts {len(sets['web'])} ({len(WEB_ALT_TEXTS)} languages x {len(sets['web']) // len(WEB_ALT_TEXTS)})")
+    say(
+        f"captions: synthetic {len(sets['synthetic'])} ({n} scenes x English + {languages} languages), "
+        f"web alt-texts {len(sets['web'])} ({len(WEB_ALT_TEXTS)} languages x {len(sets['web']) // len(WEB_ALT_TEXTS)})"
+    )
     if lingua_note:
-        say(f"  lingua-language-detector is {lingua_note}: its columns are skipped (pip install lingua-language-detector to compare)")
+        say(
+            f"  lingua-language-detector is {lingua_note}: its columns are skipped (pip install lingua-language-detector to compare)"
+        )
     say("  acc: top language right.  top / stage: share of right decisions with keep=en, min_score=0.5 (English")
     say("  kept, others rejected) by the top language alone / by the stage's rule (confusable languages pooled)")
     say(f"  {'':<16} {'':>5}" + "".join(f" | {name:^20}" for name in names))
@@ -499,18 +521,32 @@ def _log_table(say, figures: dict, sets: dict, n: int, lingua_note: str | None) 
     for set_name in sets:
         for lang, m0 in figures[names[0]][set_name].items():
             cells = "".join(
-                " | {accuracy:>6.3f} {top_right:>6.3f} {stage_right:>6.3f}".format(**figures[name][set_name][lang]) for name in names
+                " | {accuracy:>6.3f} {top_right:>6.3f} {stage_right:>6.3f}".format(**figures[name][set_name][lang])
+                for name in names
             )
             say(f"  {set_name:<10} {lang:<5} {m0['n']:>5}" + cells)
     say(f"  {'captions/s, one core':<22}" + "".join(f" | {figures[name]['captions_s']:>20,.0f}" for name in names))
-    say(f"  {'load (fresh process)':<22}" + "".join(
-        f" | {figures[name]['load_s']:>8.1f} s {figures[name]['load_mb']:>6.0f} MB" for name in names))
+    say(
+        f"  {'load (fresh process)':<22}"
+        + "".join(f" | {figures[name]['load_s']:>8.1f} s {figures[name]['load_mb']:>6.0f} MB" for name in names)
+    )
 
 
 @click.command("language")
-@click.option("--n", default=500, show_default=True, type=click.IntRange(min=1), help="Synthetic scenes (each captioned in 8 languages).")
+@click.option(
+    "--n",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Synthetic scenes (each captioned in 8 languages).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--lingua/--no-lingua", default=True, show_default=True, help="Compare with lingua-language-detector when installed.")
+@click.option(
+    "--lingua/--no-lingua",
+    default=True,
+    show_default=True,
+    help="Compare with lingua-language-detector when installed.",
+)
 def language_command(n: int, seed: int, lingua: bool) -> None:
     """Accuracy and captions/s of py3langid vs lingua on short captions (synthetic and web alt-texts)."""
     click.echo(json_line(run_language_bench(n, seed, with_lingua=lingua, log=click.echo)))

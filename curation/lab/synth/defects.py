@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from curation.synth.effects import (
+from curation.lab.synth.effects import (
     LOW_AESTHETIC_VARIANTS,
     UNSAFE_CUES,
     WATERMARK_CUES,
@@ -29,9 +29,9 @@ from curation.synth.effects import (
     overlay_watermark,
     with_cue,
 )
-from curation.synth.languages import LANGUAGES, translated_caption
-from curation.synth.personal import personal_snippet
-from curation.synth.world import Scene, decode, encode_jpeg, sample_size
+from curation.lab.synth.languages import LANGUAGES, translated_caption
+from curation.lab.synth.personal import personal_snippet
+from curation.lab.synth.world import Scene, decode, encode_jpeg, sample_size
 
 CLEAN = "clean"
 
@@ -299,7 +299,10 @@ class DuplicateGroups(Planter):
             original = originals[0]
             original.reserved = True  # from here on it stays clean, also when its copies are not accepted
             source = draft.payload(original)
-            made = [(_another_caption(original.scene, original.caption, rng), self.copy_payload(source, variant, rng)) for _ in copies]
+            made = [
+                (_another_caption(original.scene, original.caption, rng), self.copy_payload(source, variant, rng))
+                for _ in copies
+            ]
             if self.accepts(source, [payload for _, payload in made]):
                 break
             for copy in reversed(copies):

@@ -29,7 +29,11 @@ KIND_REASONS: dict[str, tuple[str, ...]] = {
     "extreme_aspect": ("extreme_aspect_ratio",),
     "non_english": ("unwanted_language",),
 }
-GROUP_KINDS = {"exact_duplicate": "exact", "near_duplicate": "near", "semantic_duplicate": "semantic"}  # kind -> duplicate_groups kind
+GROUP_KINDS = {
+    "exact_duplicate": "exact",
+    "near_duplicate": "near",
+    "semantic_duplicate": "semantic",
+}  # kind -> duplicate_groups kind
 CLEAN = "clean"
 PII_KIND = "pii_caption"  # planted personal data: scored by what the caption stage found (the `pii` column)
 
@@ -51,7 +55,9 @@ def redacted_keys(output: str) -> set[str] | None:
     for table in _output_tables(output, ["key", "pii"], optional=("pii",)):
         if "pii" in table.column_names and table.column("pii").null_count < table.num_rows:
             examined = True
-            keys.update(k for k, kinds in zip(table.column("key").to_pylist(), table.column("pii").to_pylist()) if kinds)
+            keys.update(
+                k for k, kinds in zip(table.column("key").to_pylist(), table.column("pii").to_pylist()) if kinds
+            )
     return keys if examined else None
 
 
@@ -100,7 +106,9 @@ def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set
         if kind in GROUP_KINDS:
             kind_groups = [g for g in groups if g["kind"] == GROUP_KINDS[kind]]
             n = sum(len(g["copies"]) for g in kind_groups)
-            hits = sum(min(len(g["copies"]), sum(m in predicted for m in (g["original"], *g["copies"]))) for g in kind_groups)
+            hits = sum(
+                min(len(g["copies"]), sum(m in predicted for m in (g["original"], *g["copies"]))) for g in kind_groups
+            )
         else:
             truth_keys = {k for k, label in labels.items() if label == kind}
             n = len(truth_keys)
@@ -122,7 +130,9 @@ def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set
                 "recall": round(hits / len(truth_keys), 4) if truth_keys else 1.0,
                 "n": len(truth_keys),
             }
-    originals = {g["original"]: KIND_REASONS[kind][0] for kind, gk in GROUP_KINDS.items() for g in groups if g["kind"] == gk}
+    originals = {
+        g["original"]: KIND_REASONS[kind][0] for kind, gk in GROUP_KINDS.items() for g in groups if g["kind"] == gk
+    }
     clean = [k for k, label in labels.items() if label == CLEAN]
     wrongly = [k for k in clean if k in rejected_for and rejected_for[k] != originals.get(k)]
     result["clean_rejected"] = round(len(wrongly) / len(clean), 4) if clean else 0.0
@@ -167,9 +177,9 @@ def shipped_model_retrieval(pairs: int = 1000) -> dict:
     """R@1 of the shipped tiny CLIP on held-out synthetic pairs (the seed its training never used)."""
     import torch
 
+    from curation.lab.train_clip import TrainSettings, render_set, retrieval_metrics
     from curation.models.clip import BUILTIN, builtin_dir
     from curation.models.towers import load_model_dir
-    from curation.models.train_clip import TrainSettings, render_set, retrieval_metrics
 
     settings = TrainSettings()
     folder = builtin_dir(settings.arch)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from curation.bench.common import TreeMemory, WebJpegs, json_line, web_jpegs, write_parquet_shards
+from curation.lab.bench.common import TreeMemory, WebJpegs, json_line, web_jpegs, write_parquet_shards
 
 JOB = (
     "import json, sys\n"
@@ -50,7 +50,9 @@ def measure_job(input_dir: Path, output_dir: Path, overrides: tuple[str, ...]) -
     return {"peak_gib": memory.gib, "seconds": time.perf_counter() - start, "rows": int(out.strip().splitlines()[-1])}
 
 
-def run_memory_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (), factor: int = 10, seed: int = 0, log=None) -> dict:
+def run_memory_bench(
+    n: int, shard_size: int, overrides: tuple[str, ...] = (), factor: int = 10, seed: int = 0, log=None
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     runs = {}
     try:
@@ -61,7 +63,9 @@ def run_memory_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (), f
             runs[rows] = measure_job(input_dir, work / f"output-{rows}", overrides)
             if log is not None:
                 r = runs[rows]
-                log(f"{rows:>8} rows in {-(-rows // shard_size)} shards: peak {r['peak_gib']:.2f} GiB (driver + Ray), {r['seconds']:.1f} s")
+                log(
+                    f"{rows:>8} rows in {-(-rows // shard_size)} shards: peak {r['peak_gib']:.2f} GiB (driver + Ray), {r['seconds']:.1f} s"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     small, big = runs[n], runs[n * factor]
@@ -84,8 +88,12 @@ def run_memory_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (), f
 @click.command("memory")
 @click.option("--n", default=400, show_default=True, type=click.IntRange(min=1), help="Rows of the small run.")
 @click.option("--shard-size", default=50, show_default=True, type=click.IntRange(min=1), help="Rows per input shard.")
-@click.option("--factor", default=10, show_default=True, type=click.IntRange(min=2), help="The large run has factor x n rows.")
-@click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Config override for the job (repeatable).")
+@click.option(
+    "--factor", default=10, show_default=True, type=click.IntRange(min=2), help="The large run has factor x n rows."
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Config override for the job (repeatable)."
+)
 def memory_command(n: int, shard_size: int, factor: int, overrides: tuple[str, ...]) -> None:
     """Peak memory (driver + Ray workers) of a job at n and factor x n input rows."""
     click.echo(json_line(run_memory_bench(n, shard_size, overrides, factor, log=click.echo)))

@@ -3,9 +3,21 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from curation.bench.dedup import dedup_command, make_planted_embeddings, run_dedup_bench
+from curation.lab.bench.dedup import dedup_command, make_planted_embeddings, run_dedup_bench
 
-KEYS = {"bench", "n", "dim", "seconds", "peak_rss_gib", "precision", "recall", "scaling_ratio", "k", "steps", "steps_small"}
+KEYS = {
+    "bench",
+    "n",
+    "dim",
+    "seconds",
+    "peak_rss_gib",
+    "precision",
+    "recall",
+    "scaling_ratio",
+    "k",
+    "steps",
+    "steps_small",
+}
 STEPS = {"fit_s", "assign_s", "clusters_s"}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from curation.allocator import tune_this_process
-from curation.bench.common import captions, json_line, web_jpegs, write_parquet_shards
+from curation.lab.bench.common import captions, json_line, web_jpegs, write_parquet_shards
 
 
 def bare_decode_forward(cfg, images) -> dict:
@@ -91,8 +91,12 @@ def run_pipeline_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (),
         log(f"  ratio job / bare                       {ratio:8.3f}")
         log("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if isinstance(v, (int, float))))
         total = sum(stages.values()) or 1.0
-        log("  score-phase stage time (summed over workers): "
-            + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])))
+        log(
+            "  score-phase stage time (summed over workers): "
+            + ", ".join(
+                f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])
+            )
+        )
     return {
         "bench": "pipeline",
         "n": n,
@@ -109,9 +113,17 @@ def run_pipeline_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (),
 
 
 @click.command("pipeline")
-@click.option("--n", default=20000, show_default=True, type=click.IntRange(min=1), help="Images (enough that the job's fixed costs — actor start-up, Ray Data phases, report — do not dominate).")
+@click.option(
+    "--n",
+    default=20000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images (enough that the job's fixed costs — actor start-up, Ray Data phases, report — do not dominate).",
+)
 @click.option("--shard-size", default=500, show_default=True, type=click.IntRange(min=1), help="Rows per input shard.")
-@click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Config override for the job (repeatable).")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Config override for the job (repeatable)."
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 def pipeline_command(n: int, shard_size: int, overrides: tuple[str, ...], seed: int) -> None:
     """End-to-end img/s of the Ray job vs a bare decode+forward loop on the same synthetic JPEGs."""

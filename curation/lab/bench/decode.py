@@ -18,7 +18,7 @@ import time
 import click
 import pyarrow as pa
 
-from curation.bench.common import json_line, plain_pil, web_jpegs
+from curation.lab.bench.common import json_line, plain_pil, web_jpegs
 
 BATCH = 256
 
@@ -101,7 +101,9 @@ def run_decode_bench(n: int, size: int, seed: int = 0, torch_device: str | None 
     if log is not None:
         log(f"{n} JPEGs ({kind}), long side 640-1600 px, resized to {size}x{size}; single-threaded:")
         for name, r in results.items():
-            log(f"  {name:<12} {r['img_s_per_core']:8.1f} img/s per core ({r['img_s_wall']:.1f} img/s wall, {r['cpu_s']:.2f} CPU s)")
+            log(
+                f"  {name:<12} {r['img_s_per_core']:8.1f} img/s per core ({r['img_s_wall']:.1f} img/s wall, {r['cpu_s']:.2f} CPU s)"
+            )
         log("  (shared machines are noisy: per-core rates use CPU time, wall rates include waiting for a core)")
     for name, r in results.items():
         figures[f"{name}_img_s_per_core"] = r["img_s_per_core"]

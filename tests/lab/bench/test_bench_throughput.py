@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from curation.bench.common import LONG_SIDE, TreeMemory, unique_copy, web_jpegs
 from curation.cli import main
+from curation.lab.bench.common import LONG_SIDE, TreeMemory, unique_copy, web_jpegs
 
 
 def last_json(args: list[str]) -> tuple[dict, list[str]]:
@@ -34,7 +34,13 @@ def test_tree_memory_counts_children():
     import subprocess
     import sys
 
-    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(3)"])
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(3)",
+        ]
+    )
     try:
         with TreeMemory(interval=0.1) as memory:
             child.wait()
@@ -48,7 +54,9 @@ def test_bench_decode():
     assert figures["bench"] == "decode" and figures["n"] == 6
     assert figures["ours_img_s_per_core"] > 0 and figures["plain_pil_img_s_per_core"] > 0
     assert figures["device_img_s_per_core"] > 0
-    assert figures["ratio"] == pytest.approx(figures["ours_img_s_per_core"] / figures["plain_pil_img_s_per_core"], rel=1e-3, abs=1e-4)
+    assert figures["ratio"] == pytest.approx(
+        figures["ours_img_s_per_core"] / figures["plain_pil_img_s_per_core"], rel=1e-3, abs=1e-4
+    )
     assert any("plain_pil" in line for line in lines)
 
 
@@ -57,7 +65,9 @@ def test_bench_faces():
     assert figures["bench"] == "faces" and figures["photos_n"] == 8 and figures["scenes_n"] == 24
     assert figures["photos_with_faces"] >= 1  # the pool's first photo is the astronaut
     assert figures["scenes_with_faces"] == 0 and figures["scenes_bytes_unchanged"] == 24
-    assert figures["ratio"] == pytest.approx(figures["photos_ms_per_image_cpu"] / figures["decode_ms_per_image_cpu"], rel=1e-3)
+    assert figures["ratio"] == pytest.approx(
+        figures["photos_ms_per_image_cpu"] / figures["decode_ms_per_image_cpu"], rel=1e-3
+    )
 
 
 @pytest.mark.ray
@@ -69,9 +79,13 @@ def test_bench_embed(ray_local):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("decoding", ["decode.placement=tasks", "decode.device=gpu"])  # the device decoder runs on CPU here
+@pytest.mark.parametrize(
+    "decoding", ["decode.placement=tasks", "decode.device=gpu"]
+)  # the device decoder runs on CPU here
 def test_bench_pipeline(ray_local, decoding):
-    figures, lines = last_json(["pipeline", "--n", "24", "--shard-size", "12", "--set", "model.batch_size=8", "--set", decoding])
+    figures, lines = last_json(
+        ["pipeline", "--n", "24", "--shard-size", "12", "--set", "model.batch_size=8", "--set", decoding]
+    )
     assert figures["bench"] == "pipeline" and figures["shards"] == 2
     assert figures["job_img_s"] > 0 and figures["bare_img_s"] > 0
     assert {"read", "decode", "embed", "commit"} <= set(figures["stages"])

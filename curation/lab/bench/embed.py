@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.allocator import tune_this_process
-from curation.bench.common import captions, json_line, web_jpeg_pool
+from curation.lab.bench.common import captions, json_line, web_jpeg_pool
 
 STAGE_COLUMN = "_seconds:embed"
 
@@ -38,8 +38,16 @@ def model_config(arch: str, pretrained: str | None, device: str, precision: str,
     from curation.config import ModelConfig
 
     num_gpus = 1.0 if device == "cuda" else 0.0
-    return ModelConfig(arch=arch, pretrained=pretrained, device=device, precision=precision, batch_size=batch_size,
-                       actors=actors, num_gpus=num_gpus, threads=threads)
+    return ModelConfig(
+        arch=arch,
+        pretrained=pretrained,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        actors=actors,
+        num_gpus=num_gpus,
+        threads=threads,
+    )
 
 
 def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) -> dict:
@@ -56,7 +64,9 @@ def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) ->
     for start in range(0, len(pixels), step):
         array = np.frombuffer(b"".join(pixels[start : start + step]), np.uint8).reshape(-1, size, size, 3)
         host = torch.from_numpy(array.copy())
-        batches.append((host.pin_memory() if clip.device.type == "cuda" else host, clip.tokenizer(texts[start : start + step])))
+        batches.append(
+            (host.pin_memory() if clip.device.type == "cuda" else host, clip.tokenizer(texts[start : start + step]))
+        )
 
     @torch.inference_mode()
     def run(selected) -> None:
@@ -71,8 +81,12 @@ def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) ->
     start = time.perf_counter()
     run(batches)
     seconds = time.perf_counter() - start
-    return {"img_s": len(pixels) / seconds, "seconds": seconds, "device": str(clip.device),
-            "amp": str(clip.amp_dtype).removeprefix("torch.") if clip.amp_dtype else "fp32"}
+    return {
+        "img_s": len(pixels) / seconds,
+        "seconds": seconds,
+        "device": str(clip.device),
+        "amp": str(clip.amp_dtype).removeprefix("torch.") if clip.amp_dtype else "fp32",
+    }
 
 
 def stage_in_pipeline(model_cfg, pixels: list[bytes], texts: list[str], size: int, block_rows: int) -> dict:
@@ -106,12 +120,27 @@ def stage_in_pipeline(model_cfg, pixels: list[bytes], texts: list[str], size: in
     wall = time.perf_counter() - wall
     stage_seconds = float(np.sum(out.column(STAGE_COLUMN).to_numpy()))
     actors = 1 if model_cfg.actors == "auto" and model_cfg.num_gpus == 0 else model_cfg.actors
-    return {"rows": out.num_rows, "stage_seconds": stage_seconds, "wall_seconds": wall,
-            "stage_img_s": out.num_rows / stage_seconds, "wall_img_s": out.num_rows / wall, "actors": actors}
+    return {
+        "rows": out.num_rows,
+        "stage_seconds": stage_seconds,
+        "wall_seconds": wall,
+        "stage_img_s": out.num_rows / stage_seconds,
+        "wall_img_s": out.num_rows / wall,
+        "actors": actors,
+    }
 
 
-def run_embed_bench(n: int, arch: str, pretrained: str | None, device: str, precision: str, batch_size: int,
-                    actors="auto", threads: int = 2, log=None) -> dict:
+def run_embed_bench(
+    n: int,
+    arch: str,
+    pretrained: str | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    actors="auto",
+    threads: int = 2,
+    log=None,
+) -> dict:
     from curation.models.clip import model_info
 
     model_cfg = model_config(arch, pretrained, device, precision, batch_size, actors, threads)
@@ -123,7 +152,9 @@ def run_embed_bench(n: int, arch: str, pretrained: str | None, device: str, prec
     staged = stage_in_pipeline(model_cfg, pixels, texts, size, block_rows=max(batch_size, 4 * batch_size))
     ratio = staged["stage_img_s"] / bare["img_s"]
     if log is not None:
-        log(f"{arch} ({pretrained or 'random weights'}) on {bare['device']}, autocast {bare['amp']}, batch {batch_size}, {n} images {size}px")
+        log(
+            f"{arch} ({pretrained or 'random weights'}) on {bare['device']}, autocast {bare['amp']}, batch {batch_size}, {n} images {size}px"
+        )
         log(f"  bare forward (image + text towers)  {bare['img_s']:10.1f} img/s")
         log(f"  embed stage in the Ray pipeline     {staged['stage_img_s']:10.1f} img/s per actor (stage time)")
         log(f"  whole Ray run incl. actor start-up  {staged['wall_img_s']:10.1f} img/s wall")
@@ -145,13 +176,22 @@ def run_embed_bench(n: int, arch: str, pretrained: str | None, device: str, prec
 
 @click.command("embed")
 @click.option("--n", default=2048, show_default=True, type=click.IntRange(min=1), help="Images.")
-@click.option("--arch", default="curation-tiny", show_default=True, help="open_clip architecture (e.g. ViT-B-32, ViT-L-14).")
-@click.option("--pretrained", default="builtin", show_default=True, help="builtin, a tag, a .safetensors path, or none (random weights).")
+@click.option(
+    "--arch", default="curation-tiny", show_default=True, help="open_clip architecture (e.g. ViT-B-32, ViT-L-14)."
+)
+@click.option(
+    "--pretrained",
+    default="builtin",
+    show_default=True,
+    help="builtin, a tag, a .safetensors path, or none (random weights).",
+)
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Torch threads on CPU.")
-def embed_command(n: int, arch: str, pretrained: str, device: str, precision: str, batch_size: int, threads: int) -> None:
+def embed_command(
+    n: int, arch: str, pretrained: str, device: str, precision: str, batch_size: int, threads: int
+) -> None:
     """Bare model forward img/s vs the embedding stage inside the pipeline, same images and model."""
     pretrained = None if pretrained.lower() in ("none", "null", "") else pretrained
     figures = run_embed_bench(n, arch, pretrained, device, precision, batch_size, threads=threads, log=click.echo)

@@ -56,7 +56,9 @@ def read_labelled(data: HeadData) -> tuple[list[bytes], np.ndarray]:
             values = [truth.get(f"{shard}/{k}") for k in table.column("key").to_pylist()]
         else:
             if data.label_column not in table.column_names:
-                raise UserError(f"{file} has no column {data.label_column!r}: pass --label-column with one of {table.column_names}")
+                raise UserError(
+                    f"{file} has no column {data.label_column!r}: pass --label-column with one of {table.column_names}"
+                )
             values = table.column(data.label_column).to_pylist()
         for image, value in zip(table.column(column).to_pylist(), values):
             if image is None or value is None:
@@ -65,7 +67,9 @@ def read_labelled(data: HeadData) -> tuple[list[bytes], np.ndarray]:
             images.append(image)
             labels.append(int(positive != data.negate))
     if not images:
-        raise UserError(f"no labelled images found in {', '.join(data.paths)}: Parquet with an image or jpg column is needed")
+        raise UserError(
+            f"no labelled images found in {', '.join(data.paths)}: Parquet with an image or jpg column is needed"
+        )
     return images, np.array(labels, np.float32)
 
 
@@ -95,7 +99,9 @@ def head_features(images: list[bytes], model_cfg: ModelConfig) -> tuple[np.ndarr
     out = []
     step = model_cfg.batch_size
     for start in range(0, len(pixels), step):
-        chunk = np.frombuffer(b"".join(pixels[start : start + step]), np.uint8).reshape(-1, info.image_size, info.image_size, 3)
+        chunk = np.frombuffer(b"".join(pixels[start : start + step]), np.uint8).reshape(
+            -1, info.image_size, info.image_size, 3
+        )
         batch = prepare_images(torch.from_numpy(chunk.copy()).to(clip.device), clip.mean, clip.std)
         out.append(encode_image_features(clip.model, batch, tokens=tokens).vector(kinds).cpu().numpy())
     return np.concatenate(out), np.array(keep), kinds
@@ -117,6 +123,11 @@ def train_head_from_parquet(
         logits = head.logits(torch.from_numpy(features[holdout]))
     scores = torch.sigmoid(logits).numpy()
     report = metrics_at(scores, labels[holdout].astype(int), 0.5)
-    head.save(Path(output), name=name, arch=model_cfg.arch, model_id=model_info(model_cfg).model_id,
-              positive=("not " if data.negate else "") + data.positive)
+    head.save(
+        Path(output),
+        name=name,
+        arch=model_cfg.arch,
+        model_id=model_info(model_cfg).model_id,
+        positive=("not " if data.negate else "") + data.positive,
+    )
     return report
