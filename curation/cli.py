@@ -42,14 +42,21 @@ def main() -> None:
     help="Ray cluster address, e.g. ray://head:10001 (else run.address, RAY_ADDRESS or a local Ray).",
 )
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
-def run(config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Resume even if the work dir's shards were scored by another model or version: score them again.",
+)
+def run(
+    config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...], rescore: bool
+) -> None:
     """Run a curation job described by CONFIG.yaml."""
     from curation.config import load_config
 
     cfg = load_config(config_path, [*overrides, *([f"run.address={address}"] if address else [])])
     from curation.runner import run_job
 
-    result = run_job(cfg, input_url, output_url)
+    result = run_job(cfg, input_url, output_url, rescore=rescore)
     _print_funnel(result.manifest, output_url)
 
 

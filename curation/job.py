@@ -1,7 +1,7 @@
 """The job's per-shard work and its files, with no Ray in sight: the runner schedules these functions.
 
-Layout (see DESIGN.md):
-  <work>/job.json                     config digest and inputs of the run using this work dir
+Layout (docs/architecture.md):
+  <work>/job.json                     the run using this work dir (workdir.py)
   <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed);
                                       image bytes only where the input shard lacks them (stages/release.py)
   <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
@@ -192,24 +192,6 @@ def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Tabl
 
 
 # ---- job bookkeeping ------------------------------------------------------------------------------
-
-
-def check_or_claim_work_dir(paths: JobPaths, digest: str, shards: list[Shard]) -> int:
-    """Make sure the work dir belongs to this job (same config, same inputs); returns the attempt number."""
-    inputs = [s.url for s in shards]
-    if paths.work.exists("job.json"):
-        job = json.loads(paths.work.read_bytes("job.json"))
-        if job["config_digest"] != digest or job["inputs"] != inputs:
-            raise UserError(
-                f"{paths.work_url} holds an unfinished run with another config or inputs: "
-                "use a new --output, or delete that directory to start over"
-            )
-        attempt = job["attempt"] + 1
-    else:
-        attempt = 1
-    job = {"config_digest": digest, "inputs": inputs, "attempt": attempt}
-    paths.work.write_bytes(json.dumps(job, indent=2).encode(), "job.json")
-    return attempt
 
 
 def funnel(input_rows: int, shard_results: list[dict]) -> dict:

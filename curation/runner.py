@@ -33,7 +33,6 @@ from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard, list_shards
 from curation.job import (
     JobPaths,
-    check_or_claim_work_dir,
     decisions_table,
     finish_scoring,
     funnel,
@@ -41,6 +40,7 @@ from curation.job import (
     run_stages,
     write_final_shard,
 )
+from curation.schema import SCHEMA_VERSION
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class _StageActor:
         return table if self.post is None else finish_scoring(table, self.post, self.paths, self.embed_dim)
 
 
-def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
+def run_job(
+    cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print, *, rescore: bool = False
+) -> JobResult:
     started = time.time()
     paths = JobPaths(output_url=output_url, work_url=cfg.run.work_dir or f"{output_url.rstrip('/')}/_work")
     shards = list_shards(input_url, cfg.input.format)
@@ -88,20 +90,21 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     if done is not None:
         log(f"{output_url} already holds this job's complete output; nothing to do")
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
+    # Imported here: workers that unpickle this module's functions need not import torch.
+    from curation.models.info import model_info
+    from curation.plan import StagePlan
+    from curation.workdir import check_or_claim_work_dir
+
+    info = model_info(cfg.model)
     try:
         paths.out.remove("_SUCCESS")
-        attempt = check_or_claim_work_dir(paths, digest, shards)
+        attempt = check_or_claim_work_dir(paths, digest, shards, info.model_id, rescore=rescore)
     except PermissionError:
         from curation.io.sources import access_denied
 
         raise UserError(
             access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")
         ) from None
-    # Imported here: workers that unpickle this module's functions need not import torch.
-    from curation.models.info import model_info
-    from curation.plan import StagePlan
-
-    info = model_info(cfg.model)
     plan = StagePlan.build(cfg, info)
     _init_ray(cfg)
     timings: dict = {}
@@ -658,7 +661,7 @@ def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) 
         {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
     ]
     return {
-        "format_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "inputs": inputs,
         "shards": results,
         "config": cfg.model_dump(mode="json"),

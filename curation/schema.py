@@ -10,6 +10,10 @@ from enum import Enum
 
 import pyarrow as pa
 
+# The version of the record schema and of what a scored shard holds. A work dir records it: a resume with
+# another version is refused (or rescored with --rescore). Bump it when a stored column changes meaning.
+SCHEMA_VERSION = 2
+
 
 class Status(str, Enum):
     KEPT = "kept"
@@ -140,15 +144,23 @@ def record_schema(embed_dim: int) -> pa.Schema:
     )
 
 
-# Columns the reader produces (the raw record).
-RAW_COLUMNS = ("key", "source", "url", "caption", "image")
-
-# Columns the dedup phase reads from scored shards: small, no image bytes.
-DEDUP_COLUMNS = ("key", "sha256", "phash", "img_emb", "clip_score", "status")
+# Columns that live only while a shard is scored and are never stored: the decoded pixels the
+# embedding reads, and bookkeeping columns, whose names start with "_".
+WORKING_COLUMNS = frozenset({"pixels"})
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null."""
+    """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null.
+
+    A column that is neither in the schema nor a working column is an error, not silently dropped: a
+    stage that adds a column must add it to the record schema too."""
+    unknown = [
+        name
+        for name in table.column_names
+        if name not in schema.names and name not in WORKING_COLUMNS and not name.startswith("_")
+    ]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the record schema: add them to record_schema()")
     columns = []
     for field in schema:
         if field.name in table.column_names:

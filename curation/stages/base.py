@@ -23,8 +23,6 @@ class BatchStage:
     """Base of all stages: a pure function of an Arrow table, with a one-off `setup`."""
 
     name: ClassVar[Stage]
-    num_cpus: ClassVar[float] = 1.0
-    num_gpus: ClassVar[float] = 0.0
 
     def setup(self) -> None:
         """Load what the stage needs once per worker (models, tables)."""

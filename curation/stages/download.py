@@ -23,7 +23,6 @@ from curation.stages.base import BatchStage, apply_rejections, kept_mask, set_co
 @dataclass(kw_only=True)
 class DownloadStage(BatchStage):
     name: ClassVar[Stage] = Stage.DOWNLOAD
-    num_cpus: ClassVar[float] = 1.0  # network-bound: one task drives `concurrency` requests
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     def process_batch(self, table: pa.Table) -> pa.Table:
