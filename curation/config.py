@@ -186,7 +186,7 @@ class HeadConfig(_Section):
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
     reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
     reason: str | None = Field(
-        None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic)."
+        None, description="Reject reason (any identifier); default: the column's (unsafe, watermark, low_aesthetic)."
     )
 
     @model_validator(mode="after")
@@ -196,10 +196,12 @@ class HeadConfig(_Section):
             raise ValueError(f"head {self.name!r}: set column to one of {sorted(HEAD_COLUMNS)}")
         if (self.weights is None) == (not self.prompts):
             raise ValueError(f"head {self.name!r}: give exactly one of weights (builtin or a path) and prompts")
-        from curation.schema import RejectReason
+        from curation.schema import REASON_PATTERN
 
-        if self.reason is not None and self.reason not in {r.value for r in RejectReason}:
-            raise ValueError(f"head {self.name!r}: reason {self.reason!r} is not a reject reason in schema.py")
+        if self.reason is not None and not REASON_PATTERN.fullmatch(self.reason):
+            raise ValueError(
+                f"head {self.name!r}: reason {self.reason!r} must be an identifier (lower case letters, digits, _)"
+            )
         return self
 
     @property

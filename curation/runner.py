@@ -133,6 +133,7 @@ def run_job(
     timings["total_s"] = round(time.time() - started, 3)
 
     manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    manifest["reject_reasons"] = plan.reject_reasons()
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,

@@ -6,6 +6,7 @@ filled yet are null. `status` and `reject_reason` are on every row: rejected row
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 import pyarrow as pa
@@ -35,6 +36,19 @@ class Stage(str, Enum):
     PRIVACY = "privacy"  # faces in kept images
     DEDUP = "dedup"
     IMAGE_FILTER = "image_filter"
+
+
+# A reject reason is an identifier: stages, heads and phases declare the ones they write (BatchStage.
+# reject_reasons, plan.StagePlan.reject_reasons collects them); the enum below names the built-in ones.
+REASON_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def reason_name(reason: "RejectReason | str") -> str:
+    """The reason as stored in `reject_reason`, checked to be an identifier."""
+    name = reason.value if isinstance(reason, Enum) else str(reason)
+    if not REASON_PATTERN.fullmatch(name):
+        raise ValueError(f"reject reason {name!r} is not an identifier (lower case letters, digits, _)")
+    return name
 
 
 class RejectReason(str, Enum):

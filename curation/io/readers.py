@@ -55,6 +55,20 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 CAPTION_COLUMNS = ("caption", "txt", "text")
 MAX_CAPTION_CHARS = 4096
+# Every reason a reader can reject a row with (stage `read`).
+READ_REASONS = (
+    RejectReason.MISSING_IMAGE,
+    RejectReason.MISSING_CAPTION,
+    RejectReason.CAPTION_TOO_LONG,
+    RejectReason.DUPLICATE_KEY,
+    RejectReason.MALFORMED_ROW,
+    RejectReason.UNSAFE_MEMBER_PATH,
+    RejectReason.UNSUPPORTED_TAR_MEMBER,
+    RejectReason.BROKEN_TAR_MEMBER,
+    RejectReason.BROKEN_ROW_GROUP,
+    RejectReason.UNREADABLE_SHARD,
+    RejectReason.TOO_LARGE,
+)
 MAX_MEMBER_BYTES = 256 << 20
 MAX_NAME_CHARS = 256
 DUPLICATE_SUFFIX = "~dup"
