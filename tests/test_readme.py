@@ -98,6 +98,6 @@ def test_the_quick_start_runs_as_written(tmp_path):
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    output = tmp_path / "curated"
+    output = tmp_path / "quickstart" / "curated"
     assert (output / "_SUCCESS").exists() and (output / "report.html").exists()
     assert list((output / "kept").glob("part-*.parquet"))
