@@ -605,7 +605,7 @@ def _task_blocks(n_shards: int) -> int:
     return max(1, min(n_shards, max(2 * cpus, -(-n_shards // SHARDS_PER_TASK))))
 
 
-ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (README: sizing)
+ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (docs/sizing.md)
 
 
 def _partitions(n_shards: int, total_rows: int = 0) -> int:
