@@ -302,6 +302,33 @@ def train_head(
     )
 
 
+@main.command("convert-head")
+@click.option("--from", "kind", required=True, type=click.Choice(["laion-aesthetic"]), help="The head's format.")
+@click.argument("source", metavar="IN.pth", type=click.Path(dir_okay=False))
+@click.argument("output", metavar="OUT.safetensors", type=click.Path(dir_okay=False))
+def convert_head_cmd(kind: str, source: str, output: str) -> None:
+    """Convert a widely used CLIP head (a PyTorch state dict, read tensors-only) to a pipeline head."""
+    from curation.models.convert import convert_head
+
+    info = convert_head(kind, source, output)
+    click.echo(
+        f"wrote {output}: an MLP over the {info['input_dim']}-d image embedding (hidden {info['hidden']}), "
+        f"scores on its own scale; use it with heads: [{{name: aesthetic, weights: {output}, threshold: null}}]"
+    )
+
+
+@main.command("fit-domain")
+@click.option(
+    "--model-dir", default=None, type=click.Path(file_okay=False), help="A model folder (default: the built-in one)."
+)
+def fit_domain_cmd(model_dir: str | None) -> None:
+    """Write the built-in model's domain.json (its training world's captions and image embeddings)."""
+    from curation.lab.domain import write_domain
+    from curation.models.info import builtin_dir
+
+    click.echo(f"wrote {write_domain(Path(model_dir) if model_dir else builtin_dir('curation-tiny'))}")
+
+
 @main.command("eval")
 @click.argument("output", metavar="OUTPUT")
 @click.option(
@@ -319,6 +346,7 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
         format_table,
         load_truth,
         missing_keys,
+        output_heads,
         read_output,
         redacted_keys,
         shipped_model_retrieval,
@@ -326,7 +354,7 @@ def eval_cmd(output: str, truth_path: str, as_json: bool, retrieval: bool) -> No
 
     truth = load_truth(truth_path)
     rows = read_output(output)
-    result = evaluate(rows, truth, redacted_keys(output))
+    result = evaluate(rows, truth, redacted_keys(output), heads=output_heads(output))
     measured = shipped_model_retrieval() if retrieval else None
     if as_json:
         if measured:

@@ -122,8 +122,15 @@ class BasicConfig(_Section):
     min_image_bytes: int = Field(0, ge=0, description="Image files smaller than this are rejected (LAION: 5000).")
 
 
+NO_MODEL = "none"  # model.arch (or `model: none`): no CLIP, no embedding, no heads (pipelines/basic.yaml)
+
+
 class ModelConfig(_Section):
-    arch: str = Field("curation-tiny", description="open_clip architecture name.")
+    arch: str = Field(
+        "curation-tiny",
+        description="open_clip architecture name; none: no CLIP at all (no embeddings, clip_score or heads; "
+        "dedup by hashes alone, see pipelines/basic.yaml).",
+    )
     pretrained: str | None = Field(
         "builtin",
         description="builtin (the trained tiny CLIP the package ships), an open_clip tag, a local "
@@ -170,38 +177,54 @@ class ClipFilterConfig(_Section):
     )
 
 
-HEAD_COLUMNS = {"unsafe": "unsafe", "watermark": "watermark", "aesthetic": "low_aesthetic"}  # column -> reason
+# The built-in heads' default reject reasons (score column -> reason); any other head's default is its column.
+BUILTIN_HEAD_REASONS = {"unsafe": "unsafe", "watermark": "watermark", "aesthetic": "low_aesthetic"}
 
 
 class HeadConfig(_Section):
-    """A classifier head on the embedding pass: trained weights or zero-shot prompts, a threshold, a reason."""
+    """A classifier head on the embedding pass: trained weights or zero-shot prompts, a threshold, a reason.
+    Any number of heads, any names: each fills its own float32 score column of the record schema."""
 
     name: str = Field(min_length=1, description="The head's name; builtin weights are looked up by it.")
-    column: Literal["unsafe", "watermark", "aesthetic"] | None = Field(
-        None, description="Score column it fills; default: its name."
+    column: str | None = Field(
+        None, description="Score column it fills (an identifier, not a record column); default: its name."
     )
-    weights: str | None = Field(None, description="builtin (shipped with the model) or a .safetensors path.")
+    weights: str | None = Field(
+        None,
+        description="builtin (shipped with the model) or a .safetensors path (`curate train-head`, `curate convert-head`).",
+    )
     prompts: tuple[str, ...] = Field((), description="Zero-shot: text prompts for the positive class.")
     negative_prompts: tuple[str, ...] = Field(("a photo",), description="Zero-shot: prompts for the rest.")
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
+    threshold: float | None = Field(
+        None, description="Reject beyond this (a probability, or the head's own scale, e.g. 1-10); none only scores."
+    )
     reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
     reason: str | None = Field(
-        None, description="Reject reason (any identifier); default: the column's (unsafe, watermark, low_aesthetic)."
+        None,
+        description="Reject reason (any identifier); default: unsafe, watermark, low_aesthetic for the built-in "
+        "columns, else the column's name.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> "HeadConfig":
+        from curation.schema import REASON_PATTERN, core_columns
+
         column = self.column or self.name
-        if column not in HEAD_COLUMNS:
-            raise ValueError(f"head {self.name!r}: set column to one of {sorted(HEAD_COLUMNS)}")
+        if not REASON_PATTERN.fullmatch(column):
+            raise ValueError(
+                f"head {self.name!r}: its column {column!r} must be an identifier (lower case letters, digits, _): "
+                "set column"
+            )
+        if column in core_columns():
+            raise ValueError(f"head {self.name!r}: {column!r} is a record column already: set column to another name")
         if (self.weights is None) == (not self.prompts):
             raise ValueError(f"head {self.name!r}: give exactly one of weights (builtin or a path) and prompts")
-        from curation.schema import REASON_PATTERN
-
         if self.reason is not None and not REASON_PATTERN.fullmatch(self.reason):
             raise ValueError(
                 f"head {self.name!r}: reason {self.reason!r} must be an identifier (lower case letters, digits, _)"
             )
+        if self.threshold is not None and (self.prompts or self.weights == "builtin") and not 0 <= self.threshold <= 1:
+            raise ValueError(f"head {self.name!r}: its scores are probabilities: give a threshold between 0 and 1")
         return self
 
     @property
@@ -210,7 +233,7 @@ class HeadConfig(_Section):
 
     @property
     def reject_reason(self) -> str:
-        return self.reason or HEAD_COLUMNS[self.score_column]
+        return self.reason or BUILTIN_HEAD_REASONS.get(self.score_column, self.score_column)
 
 
 DEFAULT_HEADS = (
@@ -289,14 +312,61 @@ class Config(_Section):
     image_filter: ImageFilterConfig = ImageFilterConfig()
     output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _without_model(cls, data):
+        """`model: none` (or model.arch: none): the settings that need an embedding default to off."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        if model is None and "model" in data or model == NO_MODEL:
+            data = {**data, "model": {"arch": NO_MODEL}}
+        elif not (isinstance(model, dict) and model.get("arch") == NO_MODEL):
+            return data
+        dedup = data.get("dedup")
+        defaults = {"semantic": False, "near_min_cosine": -1.0, "quality": "width"}
+        return {
+            **data,
+            "heads": data.get("heads", ()),
+            "dedup": {**defaults, **dedup} if isinstance(dedup, dict) else dedup if dedup is not None else defaults,
+        }
+
+    @property
+    def has_model(self) -> bool:
+        return self.model.arch != NO_MODEL
+
     @model_validator(mode="after")
     def _check_quality_column(self) -> "Config":
-        if self.dedup.quality not in QUALITY_COLUMNS:
-            raise ValueError(f"dedup.quality must be one of {sorted(QUALITY_COLUMNS)}")
         columns = [h.score_column for h in self.heads]
+        if self.dedup.quality not in QUALITY_COLUMNS | set(columns):
+            raise ValueError(f"dedup.quality must be one of {sorted(QUALITY_COLUMNS | set(columns))}")
         if len(set(columns)) != len(columns):
             raise ValueError(f"heads: two heads fill the same column ({', '.join(columns)}): one head per column")
+        if not self.has_model:
+            self._check_without_model()
         return self
+
+    def _check_without_model(self) -> None:
+        """What needs an embedding, asked for with model: none: one line naming the setting to drop."""
+        d = self.dedup
+        needs = {
+            "heads": bool(self.heads),
+            "clip.min_score": self.clip.min_score is not None,
+            "clip.keep_fraction": self.clip.keep_fraction is not None,
+            "dedup.semantic": d.semantic,
+            "dedup.near_min_cosine": d.near_min_cosine > -1.0,
+            "dedup.against": bool(d.against),
+            "dedup.eval_sets": bool(d.eval_sets),
+            "image_filter.reference": bool(self.image_filter.reference),
+            f"dedup.quality {d.quality}": d.quality not in ("width",),
+            "decode.device gpu": self.decode.device == "gpu",
+        }
+        asked = [name for name, on in needs.items() if on]
+        if asked:
+            raise ValueError(
+                f"model: none gives no embeddings or scores, which {', '.join(asked)} need: drop them "
+                "(dedup.quality: width, dedup.near_min_cosine: -1), or give a model"
+            )
 
     def digest(self) -> str:
         """A stable hash of everything that changes the output (not where or how it runs)."""

@@ -33,7 +33,12 @@ class DecodedImage:
     width: int
     height: int
     phash: int
-    pixels: bytes  # size x size x 3, uint8 RGB
+    pixels: bytes | None  # size x size x 3, uint8 RGB; None when no model reads them
+
+
+# Without a model (model: none), JPEGs are still decoded at reduced scale, to about this short side: the
+# pHash reads a 32x32 thumbnail, and near.DEFAULT_RADIUS was measured on images decoded at model sizes.
+HASH_ONLY_SIZE = 224
 
 
 PHASH_SIZE = 32  # imagehash's pHash: a 32x32 greyscale thumbnail, its 8x8 lowest DCT frequencies
@@ -106,8 +111,8 @@ def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | R
         return decode_quietly(data, size=size, max_pixels=max_pixels)
 
 
-def decode_quietly(data: bytes, *, size: int, max_pixels: int) -> DecodedImage | RejectReason:
-    """decode_image, for callers already inside `quiet_warnings`."""
+def decode_quietly(data: bytes, *, size: int, max_pixels: int, pixels: bool = True) -> DecodedImage | RejectReason:
+    """decode_image, for callers already inside `quiet_warnings`; without `pixels`, no model pixels."""
     if data is None:
         return RejectReason.MISSING_IMAGE
     if not data:
@@ -121,11 +126,11 @@ def decode_quietly(data: bytes, *, size: int, max_pixels: int) -> DecodedImage |
             width, height = height, width
         image = to_rgb(upright(image))
         phash = phash64(image)
-        fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
-        pixels = np.asarray(fitted, dtype=np.uint8).tobytes()
+        fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC) if pixels else None
+        model_pixels = np.asarray(fitted, dtype=np.uint8).tobytes() if fitted is not None else None
     except Exception:  # noqa: BLE001
         return RejectReason.UNDECODABLE_IMAGE
-    return DecodedImage(width=width, height=height, phash=phash, pixels=pixels)
+    return DecodedImage(width=width, height=height, phash=phash, pixels=model_pixels)
 
 
 def _open(data: bytes, *, size: int, max_pixels: int) -> tuple[Image.Image, int, int] | RejectReason:

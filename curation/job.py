@@ -13,21 +13,25 @@ Layout (docs/architecture.md):
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation import __version__
 from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
+from curation.domain import outside_domain_rows
 from curation.errors import UserError
 from curation.io.commit import Location, parquet_buffer, read_parquet
 from curation.io.readers import read_image_column, read_shard
 from curation.io.sources import Shard
-from curation.schema import Status, conform, record_schema
+from curation.schema import SCHEMA_VERSION, Status, conform
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
 from curation.stages.release import SourceChanged, mark_source_bytes, release_source_bytes, restore_source_bytes
@@ -87,7 +91,7 @@ def stage_seconds(table: pa.Table) -> dict[str, float]:
 # ---- phase 1: score -------------------------------------------------------------------------------
 
 
-def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, schema: pa.Schema) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
     start = time.perf_counter()
     table = read_shard(shard, paths.storage_options)
@@ -95,33 +99,40 @@ def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, em
     table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
     if table.num_rows == 0:
-        commit_scored(shard.shard_id, table, paths, embed_dim)
+        commit_scored(shard.shard_id, table, paths, schema)
         return table
     return run_stages(stages, table)
 
 
-def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
-    """Run the post-embedding filters and commit each complete shard in `table`; returns a summary."""
+def finish_scoring(table: pa.Table, stages: list[BatchStage], paths: JobPaths, schema: pa.Schema) -> pa.Table:
+    """Run the post-embedding filters and commit each complete shard in `table` (its columns: `schema`,
+    record_schema of the job); returns a summary: rows, seconds per stage, and rows outside the model's
+    domain (see curation/domain.py)."""
     table = run_stages(stages, table)
-    summary = {"shard_id": [], "rows": [], "stage_seconds": []}
+    summary = {"shard_id": [], "rows": [], "stage_seconds": [], "outside_domain": []}
     for shard_id in sorted(set(table.column("source").to_pylist())):
         rows = table.filter(pc.equal(table.column("source"), shard_id))
         expected = rows.column(SHARD_ROWS)[0].as_py()
         if rows.num_rows != expected:
             raise RuntimeError(f"shard {shard_id} arrived split ({rows.num_rows} of {expected} rows)")
         start = time.perf_counter()
-        commit_scored(shard_id, rows, paths, embed_dim)
+        commit_scored(shard_id, rows, paths, schema)
         seconds = {**stage_seconds(rows), "commit": time.perf_counter() - start}
         summary["shard_id"].append(shard_id)
         summary["rows"].append(rows.num_rows)
         summary["stage_seconds"].append(json.dumps(seconds))
-    schema = pa.schema([("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string())])
-    return pa.table(summary, schema=schema)
+        summary["outside_domain"].append(outside_domain_rows(rows))
+    return pa.table(summary, schema=SUMMARY_SCHEMA)
 
 
-def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, embed_dim: int) -> None:
+SUMMARY_SCHEMA = pa.schema(
+    [("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string()), ("outside_domain", pa.int64())]
+)
+
+
+def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, schema: pa.Schema) -> None:
     """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py)."""
-    scored = in_key_order(conform(release_source_bytes(table), record_schema(embed_dim)))
+    scored = in_key_order(conform(release_source_bytes(table), schema))
     paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
 
 
@@ -204,4 +215,34 @@ def funnel(input_rows: int, shard_results: list[dict]) -> dict:
         "kept": kept,
         "rejected": sum(r[Status.REJECTED.value] for r in shard_results),
         "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+def versions() -> dict:
+    names = ("ray", "pyarrow", "torch", "open_clip_torch", "pillow", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"curation": __version__, "python": platform.python_version(), **found}
+
+
+def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
+    by_id = {r["shard_id"]: r for r in results}
+    inputs = [
+        {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "inputs": inputs,
+        "shards": results,
+        "config": cfg.model_dump(mode="json"),
+        "config_digest": cfg.digest(),
+        "model_id": model_id,
+        "versions": versions(),
+        "funnel": funnel(sum(i["rows"] for i in inputs), results),
+        "resume": {"attempt": attempt, "shards_scored_in_earlier_attempts": resumed_shards},
+        "timings": timings,
     }

@@ -12,18 +12,15 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import sys
 import time
 from dataclasses import dataclass, replace
-from importlib import metadata
 from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import __version__
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
 from curation.dedup.decisions import resolve_chains
@@ -32,15 +29,15 @@ from curation.errors import UserError
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard, list_shards
 from curation.job import (
+    SUMMARY_SCHEMA,
     JobPaths,
     decisions_table,
     finish_scoring,
-    funnel,
+    job_manifest,
     read_and_prepare,
     run_stages,
     write_final_shard,
 )
-from curation.schema import SCHEMA_VERSION
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 if TYPE_CHECKING:
@@ -66,17 +63,17 @@ class _StageActor:
     with `post`, the post-embedding stages and the commit of each shard (a call then returns its
     shard's summary row, see _score). Their models load once, in the constructor."""
 
-    def __init__(self, stages, post=None, paths: JobPaths | None = None, embed_dim: int = 0):
+    def __init__(self, stages, post=None, paths: JobPaths | None = None, schema: pa.Schema | None = None):
         self.stages, self.post = stages, post
-        self.paths, self.embed_dim = paths, embed_dim
+        self.paths, self.schema = paths, schema
         for stage in [*stages, *(post or [])]:
             stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if not batch.num_rows:  # an empty shard, committed where it was read
-            return batch if self.post is None else _SUMMARY.empty_table()
+            return batch if self.post is None else SUMMARY_SCHEMA.empty_table()
         table = run_stages(self.stages, batch)
-        return table if self.post is None else finish_scoring(table, self.post, self.paths, self.embed_dim)
+        return table if self.post is None else finish_scoring(table, self.post, self.paths, self.schema)
 
 
 def run_job(
@@ -91,6 +88,7 @@ def run_job(
         log(f"{output_url} already holds this job's complete output; nothing to do")
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
     # Imported here: workers that unpickle this module's functions need not import torch.
+    from curation.domain import DomainTally
     from curation.models.info import model_info
     from curation.plan import StagePlan
     from curation.workdir import check_or_claim_work_dir
@@ -114,9 +112,8 @@ def run_job(
     if len(pending) < len(shards):
         log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shards already scored")
     _warm_task_workers()
-    stage_seconds = _survive_node_loss(
-        lambda: _score(_pending(shards, paths), plan, paths, info.embed_dim, cfg, log), log
-    )
+    tally = DomainTally(log)  # rows outside the built-in model's domain: said once, early
+    stage_seconds = _survive_node_loss(lambda: _score(_pending(shards, paths), plan, paths, cfg, log, tally), log)
     timings["score_s"] = round(time.time() - t, 3)
     timings["stages"] = stage_seconds
 
@@ -132,8 +129,11 @@ def run_job(
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
-    manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    manifest = job_manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
     manifest["reject_reasons"] = plan.reject_reasons()
+    manifest["heads"] = [{"column": h.score_column, "reason": h.reject_reason} for h in cfg.heads]
+    if plan.embed is not None and plan.embed.domain is not None:
+        manifest["domain"] = tally.summary()
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,
@@ -263,35 +263,38 @@ def _init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: int, cfg: Config, log) -> dict:
-    """Phase 1; returns the wall seconds spent in each stage, summed over the shards scored."""
+def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, cfg: Config, log, tally) -> dict:
+    """Phase 1; returns the wall seconds spent in each stage, summed over the shards scored. Without a model
+    (plan.embed None) the reading tasks run every stage and commit: no actor is started."""
     stage_seconds: dict[str, float] = {}
     if not pending:
         return stage_seconds
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
     task_stages, actor_stages = _place_stages(plan, cfg)
-    post_stages = plan.post
+    post_stages, schema = plan.post, plan.schema
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), task_stages, paths, embed_dim) for row in batch.to_pylist()]
+        tables = [read_and_prepare(Shard(**row), task_stages, paths, schema) for row in batch.to_pylist()]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
     def commit(batch: pa.Table) -> pa.Table:
-        return finish_scoring(batch, post_stages, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
+        return finish_scoring(batch, post_stages, paths, schema) if batch.num_rows else SUMMARY_SCHEMA.empty_table()
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data fuses operators that ask for the same resources. With decode in tasks, the reading tasks
     # declare the memory a decoded shard needs, which also keeps them apart from the actor pool; with
     # decode in the actor they ask for what a CPU actor asks, so reading fuses into it too and needs no
     # CPU of its own (which the actors might hold all of).
-    if len(actor_stages) == 1:  # decode in tasks: the actor only embeds
+    if len(actor_stages) <= 1:  # decode in tasks: the actor only embeds, or there is none
         resources = {"num_cpus": 1, "memory": DECODE_TASK_MEMORY}
     else:
         resources = {"num_cpus": cfg.model.num_cpus if not cfg.model.num_gpus else 1}
     ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
-    if _commit_in_actor(cfg):
-        ds = _actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, embed_dim=embed_dim)
+    if not actor_stages:
+        ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
+    elif _commit_in_actor(cfg):
+        ds = _actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, schema=schema)
     else:
         ds = _actor_pool(ds, actor_stages, cfg)
         ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
@@ -301,6 +304,7 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
         for stage, seconds in json.loads(row["stage_seconds"]).items():
             stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
         log(f"scored shard {row['shard_id']} ({row['rows']} rows) [{done}/{len(pending)}]")
+        tally.observe(row["rows"], row["outside_domain"])
     return {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()}
 
 
@@ -312,7 +316,7 @@ def _commit_in_actor(cfg: Config) -> bool:
 
 
 def _actor_pool(
-    ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, embed_dim: int = 0
+    ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, schema: pa.Schema = None
 ):
     """The embedding actor pool: one whole block (an input shard) per call, `calls_per_actor` calls at
     once on each actor (in threads: the model and its weights are loaded once, and torch and Pillow let
@@ -321,7 +325,7 @@ def _actor_pool(
     calls = calls_per_actor(cfg)
     return ds.map_batches(
         _StageActor,
-        fn_constructor_kwargs={"stages": stages, "post": post, "paths": paths, "embed_dim": embed_dim},
+        fn_constructor_kwargs={"stages": stages, "post": post, "paths": paths, "schema": schema},
         batch_size=None,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(
@@ -398,6 +402,8 @@ def _place_stages(plan: StagePlan, cfg: Config) -> tuple[list, list]:
     from curation.stages.decode import DecodeStage
 
     stages = list(plan.cpu)
+    if plan.embed is None:
+        return stages, []
     threads = max(1, cfg.model.threads // calls_per_actor(cfg))  # each concurrent call's share
     embed = replace(plan.embed, torch_threads=threads)
     if cfg.decode.device == "gpu":
@@ -419,9 +425,6 @@ def _decode_device(cfg: Config) -> str:
     if cfg.model.device != "auto":
         return cfg.model.device
     return "auto" if cfg.model.num_gpus > 0 else "cpu"
-
-
-_SUMMARY = pa.schema([("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string())])
 
 
 def _empty_prepared() -> pa.Table:
@@ -487,18 +490,19 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
         from curation.dedup.state import previous_centroids, write_centroids
 
         centroids = previous_centroids(d.against)
-        if centroids is None:
+        if centroids is None and plan.embed is not None:
             rate = min(1.0, d.sample_size / total_rows)
             sample = _collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
             sample = pa.concat_tables(sample).sort_by("key") if sample else None
             if sample is not None and sample.num_rows:
                 k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
                 centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
-        if centroids is not None:
-            write_centroids(paths.out, centroids)
+        if centroids is not None or plan.embed is None:  # no embedding: no clusters, one group (docs/dedup.md)
+            if centroids is not None:
+                write_centroids(paths.out, centroids)
             dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
             settings = ClusterDedup(
-                eval_rows=_eval_rows(d.eval_sets, plan, centroids),
+                eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
                 quality=d.quality,
                 near=d.near,
                 near_radius=d.near_radius,
@@ -519,7 +523,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
                 dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
             )
             tables += _collect(found)
-            _carry_previous_state(d.against, paths, len(centroids))
+            _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
     decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
     paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
     return decisions.num_rows
@@ -643,33 +647,3 @@ def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> di
     raise UserError(
         f"{paths.output_url} already holds a completed run of another config or inputs: choose a new --output"
     )
-
-
-def _versions() -> dict:
-    names = ("ray", "pyarrow", "torch", "open_clip_torch", "pillow", "numpy")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"curation": __version__, "python": platform.python_version(), **found}
-
-
-def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
-    by_id = {r["shard_id"]: r for r in results}
-    inputs = [
-        {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
-    ]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "inputs": inputs,
-        "shards": results,
-        "config": cfg.model_dump(mode="json"),
-        "config_digest": cfg.digest(),
-        "model_id": model_id,
-        "versions": _versions(),
-        "funnel": funnel(sum(i["rows"] for i in inputs), results),
-        "resume": {"attempt": attempt, "shards_scored_in_earlier_attempts": resumed_shards},
-        "timings": timings,
-    }

@@ -125,37 +125,50 @@ def embedding_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float16(), dim)
 
 
-def record_schema(embed_dim: int) -> pa.Schema:
-    """The full record schema; `embed_dim` is the model's embedding width."""
+# The head columns of a config with the default heads (config.DEFAULT_HEADS), in their schema order.
+DEFAULT_HEAD_COLUMNS = ("unsafe", "watermark", "aesthetic")
+
+
+def record_schema(embed_dim: int, heads: tuple[str, ...] = DEFAULT_HEAD_COLUMNS) -> pa.Schema:
+    """The full record schema; `embed_dim` is the model's embedding width, `heads` the score columns of the
+    job's heads (one float32 column each, after clip_score, in the config's order)."""
     emb = embedding_type(embed_dim)
-    return pa.schema(
-        [
-            pa.field("key", pa.string(), nullable=False),
-            pa.field("source", pa.string()),
-            pa.field("url", pa.string()),
-            pa.field("caption", pa.string()),
-            pa.field("image", pa.binary()),
-            pa.field("width", pa.int32()),
-            pa.field("height", pa.int32()),
-            pa.field("sha256", pa.string()),
-            pa.field("phash", pa.uint64()),
-            pa.field("img_emb", emb),
-            pa.field("txt_emb", emb),
-            pa.field("clip_score", pa.float32()),
-            pa.field("unsafe", pa.float32()),
-            pa.field("watermark", pa.float32()),
-            pa.field("aesthetic", pa.float32()),
-            pa.field("lang", pa.string()),
-            pa.field("lang_score", pa.float32()),
-            pa.field("pii", pa.list_(pa.string())),  # kinds of personal data redacted from the caption
-            pa.field("faces", pa.int16()),  # faces found in the image (null: not looked for)
-            pa.field("dup_of", pa.string()),
-            pa.field("dup_kind", pa.string()),
-            pa.field("status", pa.string(), nullable=False),
-            pa.field("reject_reason", pa.string()),
-            pa.field("reject_stage", pa.string()),
-        ]
-    )
+    fields = []
+    for field in _CORE_FIELDS:
+        fields.append(field.with_type(emb) if field.name in ("img_emb", "txt_emb") else field)
+        if field.name == "clip_score":
+            fields += [pa.field(name, pa.float32()) for name in heads]
+    return pa.schema(fields)
+
+
+_CORE_FIELDS = [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("source", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("image", pa.binary()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("sha256", pa.string()),
+    pa.field("phash", pa.uint64()),
+    pa.field("img_emb", embedding_type(1)),  # the model's width: record_schema sets it
+    pa.field("txt_emb", embedding_type(1)),
+    pa.field("clip_score", pa.float32()),
+    pa.field("lang", pa.string()),
+    pa.field("lang_score", pa.float32()),
+    pa.field("pii", pa.list_(pa.string())),  # kinds of personal data redacted from the caption
+    pa.field("faces", pa.int16()),  # faces found in the image (null: not looked for)
+    pa.field("dup_of", pa.string()),
+    pa.field("dup_kind", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("reject_reason", pa.string()),
+    pa.field("reject_stage", pa.string()),
+]
+
+
+def core_columns() -> frozenset[str]:
+    """The record columns that are not head scores: a head may not be named after one."""
+    return frozenset(f.name for f in _CORE_FIELDS) | WORKING_COLUMNS
 
 
 # Columns that live only while a shard is scored and are never stored: the decoded pixels the

@@ -152,12 +152,11 @@ def test_cpu_actors_commit_what_they_score_gpu_actors_leave_it_to_tasks():
 def test_actor_with_post_stages_commits_its_shard_and_returns_the_summary(small_world, tmp_path):
     root, _truth = small_world
     cfg, plan = plan_for("model.threads=1")
-    embed_dim = model_info(cfg.model).embed_dim
     paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "work"))
     _tasks, stages = _place_stages(plan, cfg)
-    actor = _StageActor(stages, post=plan.post, paths=paths, embed_dim=embed_dim)
+    actor = _StageActor(stages, post=plan.post, paths=paths, schema=plan.schema)
     shard = list_shards(str(root), "auto")[0]
-    prepared = read_and_prepare(shard, [], paths, embed_dim)
+    prepared = read_and_prepare(shard, [], paths, plan.schema)
 
     summary = actor(prepared)
     assert summary.column("shard_id").to_pylist() == [shard.shard_id]

@@ -93,10 +93,26 @@ def load_truth(path: str | Path) -> dict:
     return truth
 
 
-def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set[str] | None = None) -> dict:
+def output_heads(output: str) -> list[dict]:
+    """The run's heads ({"column", "reason"}) from its manifest; none for a run from before heads were listed."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(output)
+    path = f"{root.rstrip('/')}/_manifest.json"
+    if not fs.exists(path):
+        return []
+    with fs.open(path, "rb") as f:
+        return list(json.loads(f.read()).get("heads") or [])
+
+
+def evaluate(
+    rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set[str] | None = None, heads: list[dict] = ()
+) -> dict:
     """{kind: {"precision", "recall", "n"}, ..., "clean_rejected": fraction} (see the module docstring).
     With `redacted` (rows whose caption had personal data: redacted, or rejected as caption_pii), planted
-    personal data (`pii_caption`) is scored too: it is found, not rejected."""
+    personal data (`pii_caption`) is scored too: it is found, not rejected. Heads whose reason no planted
+    kind stands for (a head of the user's: the world plants nothing for it) are listed under "heads" with
+    the rows they rejected and how many of those were clean."""
     labels: dict[str, str] = truth["labels"]
     groups = truth.get("duplicate_groups", [])
     rejected_for = {k: reason for k, (status, reason) in rows.items() if status == "rejected"}
@@ -136,6 +152,16 @@ def evaluate(rows: dict[str, tuple[str, str | None]], truth: dict, redacted: set
     clean = [k for k, label in labels.items() if label == CLEAN]
     wrongly = [k for k in clean if k in rejected_for and rejected_for[k] != originals.get(k)]
     result["clean_rejected"] = round(len(wrongly) / len(clean), 4) if clean else 0.0
+    planted = {reason for reasons in KIND_REASONS.values() for reason in reasons}
+    unplanted = [h["reason"] for h in heads if h["reason"] not in planted]
+    if unplanted:
+        result["heads"] = {
+            reason: {
+                "rejected": sum(r == reason for r in rejected_for.values()),
+                "clean": sum(rejected_for.get(k) == reason for k in clean),
+            }
+            for reason in unplanted
+        }
     return result
 
 
@@ -157,10 +183,12 @@ def missing_keys(rows: dict, truth: dict) -> int:
 def format_table(result: dict, clean_reasons: Counter, missing: int, retrieval: dict | None = None) -> str:
     lines = [f"{'kind':<18} {'precision':>9} {'recall':>7} {'n':>6}  rejected as"]
     for kind, m in result.items():
-        if kind in ("clean_rejected", "retrieval_r1_100"):
+        if kind in ("clean_rejected", "retrieval_r1_100", "heads"):
             continue
         how = "pii column (redacted)" if kind == PII_KIND else ", ".join(KIND_REASONS[kind])
         lines.append(f"{kind:<18} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['n']:>6}  {how}")
+    for reason, m in result.get("heads", {}).items():
+        lines.append(f"head {reason:<13} {'-':>9} {'-':>7} {'-':>6}  rejected {m['rejected']} ({m['clean']} clean)")
     why = ", ".join(f"{r} {c}" for r, c in clean_reasons.most_common()) or "none"
     lines.append(f"clean rows rejected: {100 * result['clean_rejected']:.1f} % ({why})")
     if missing:

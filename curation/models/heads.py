@@ -115,32 +115,62 @@ def _features(
     )
 
 
-class MlpHead(nn.Module):
-    """Standardise the feature vector, then a small MLP (or logistic regression with hidden=0)."""
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
+OUTPUTS = ("sigmoid", "identity")  # a probability, or the raw output (e.g. LAION's 1-10 aesthetic score)
 
-    def __init__(self, in_dim: int, hidden: int, features: tuple[str, ...]):
+
+class MlpHead(nn.Module):
+    """Standardise the feature vector, then an MLP: any number of hidden layers of any sizes (none: a linear
+    head, logistic regression), each followed by `activation`; the output a probability (sigmoid) or the
+    raw value (identity: a score on the head's own scale, as LAION's aesthetic predictor gives).
+
+    The layers are `net.0`, `net.1`, ...: Linear, activation, Linear, activation, ..., Linear. One hidden
+    layer with GELU and a sigmoid is what `curate train-head` trains; `curate convert-head` writes
+    others."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int | tuple[int, ...],
+        features: tuple[str, ...],
+        *,
+        activation: str = "gelu",
+        output: str = "sigmoid",
+    ):
         super().__init__()
         self.features = features
-        self.hidden = hidden
+        self.hidden = (hidden,) if isinstance(hidden, int) and hidden else tuple(hidden or ())
+        self.activation, self.output = activation, output
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        layers: list[nn.Module] = (
-            [nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(in_dim, 1)]
-        )
-        self.net = nn.Sequential(*layers)
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in self.hidden:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            width = size
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std).squeeze(-1)
 
     def forward(self, feats: ImageFeatures) -> torch.Tensor:
-        return torch.sigmoid(self.logits(feats.vector(self.features)))
+        raw = self.logits(feats.vector(self.features))
+        return torch.sigmoid(raw) if self.output == "sigmoid" else raw
 
     def save(self, path: Path, **info: str) -> None:
         from safetensors.torch import save_file
 
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        metadata = {"format": HEAD_FORMAT, "features": ",".join(self.features), "hidden": str(self.hidden), **info}
+        metadata = {
+            "format": HEAD_FORMAT,
+            "features": ",".join(self.features),
+            "hidden": ",".join(str(size) for size in self.hidden) or "0",
+            "activation": self.activation,
+            "output": self.output,
+            **info,
+        }
         save_file(tensors, str(path), metadata=metadata)
         path.chmod(0o644)  # package data: readable by everyone
 
@@ -160,11 +190,19 @@ def load_head(path: str | Path, device: torch.device | str = "cpu") -> MlpHead:
         raise UserError(f"head weights {path} are not a readable safetensors file: {str(exc)[:120]}") from None
     if metadata.get("format") != HEAD_FORMAT:
         raise UserError(
-            f"{path} is not a curation head (no {HEAD_FORMAT} metadata): train one with `curate train-head`"
+            f"{path} is not a curation head (no {HEAD_FORMAT} metadata): train one with `curate train-head` "
+            "or convert one with `curate convert-head`"
         )
     features = tuple(metadata["features"].split(","))
-    head = MlpHead(tensors["mean"].numel(), int(metadata["hidden"]), features)
-    head.load_state_dict(tensors)
+    hidden = tuple(int(size) for size in metadata["hidden"].split(",") if int(size))
+    activation, output = metadata.get("activation", "gelu"), metadata.get("output", "sigmoid")
+    if activation not in ACTIVATIONS or output not in OUTPUTS or not set(features) <= set(FEATURE_KINDS):
+        raise UserError(f"head weights {path}: unknown settings {metadata}: written by a newer curation?")
+    head = MlpHead(tensors["mean"].numel(), hidden, features, activation=activation, output=output)
+    try:
+        head.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise UserError(f"head weights {path} do not match their own layer sizes: {str(exc)[:160]}") from None
     return head.to(device).eval()
 
 

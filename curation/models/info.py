@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.config import ModelConfig
+from curation.config import NO_MODEL, ModelConfig
 from curation.errors import UserError
 from curation.models.files import ASSETS_DIR, BUILTIN, CONFIG_DIR, WEIGHTS_FILE  # noqa: F401 - re-exported
 
@@ -65,7 +65,12 @@ def model_image_size(arch: str) -> int:
     return size if isinstance(size, int) else size[0]
 
 
+NO_MODEL_INFO = ModelInfo(model_id="none", image_size=0, embed_dim=0)  # model: none; the embedding columns stay null
+
+
 def model_info(cfg: ModelConfig) -> ModelInfo:
+    if cfg.arch == NO_MODEL:
+        return NO_MODEL_INFO
     arch = architecture_config(cfg.arch)
     if not cfg.pretrained:
         source = f"random-init(seed={cfg.seed})"

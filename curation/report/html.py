@@ -37,6 +37,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} tr.stage td{background:
 .tile .cap{max-height:4.2em;overflow:hidden;word-wrap:break-word} .tile .score{color:#555}
 .flag{background:#fff3e0;border-left:4px solid #ef6c00;padding:6px 10px;margin:6px 0;font-size:13px}
 .ok{color:#2e7d32} .muted{color:#666;font-size:13px}
+.banner{background:#fff3cd;border:1px solid #e0b400;border-radius:6px;padding:12px 20px;margin:16px 0}
 pre{background:#f5f5f5;padding:10px;font-size:12px;overflow:auto;max-height:420px}
 """
 
@@ -77,7 +78,21 @@ def render(data: ReportData) -> str:
         f"<header><h1>Curation report</h1><p>{escape(data.output_url)}</p>"
         f"<p>model {escape(str(m.get('model_id', '?')))} &middot; curation {escape(str(m.get('versions', {}).get('curation', '?')))}"
         f" &middot; report generated {generated} &middot; plots from a sample of {data.sample.num_rows:,} rows</p></header>"
-        f"<nav>{nav}</nav><main>{body}</main></body></html>"
+        f"{_domain_banner(m)}<nav>{nav}</nav><main>{body}</main></body></html>"
+    )
+
+
+def _domain_banner(manifest: dict) -> str:
+    """A banner over everything when the built-in model saw images unlike its training world (domain.py)."""
+    domain = manifest.get("domain") or {}
+    if not domain.get("outside_rows"):
+        return ""
+    return (
+        '<div id="domain-banner" class="banner"><b>These images are outside what the built-in model knows.</b> '
+        f"{domain['outside_rows']:,} of {domain['scored_rows']:,} scored rows are unlike the synthetic world of "
+        "drawn shapes its tiny CLIP and heads were trained on: the built-in heads abstained on them (scores "
+        "written, no rejection), and their clip_score means little. For real photos use pipelines/basic.yaml, "
+        "or real open_clip weights and heads (docs/models.md).</div>"
     )
 
 

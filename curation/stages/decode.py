@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from curation.images import (  # noqa: F401 - re-exported: the stage's public helpers
     FORMATS,
+    HASH_ONLY_SIZE,
     PHASH_SIZE,
     DecodedImage,
     dct_matrix,
@@ -36,7 +37,7 @@ class DecodeStage(BatchStage):
         RejectReason.DECOMPRESSION_BOMB,
         RejectReason.UNDECODABLE_IMAGE,
     )
-    image_size: int
+    image_size: int | None  # the model's input size; None (model: none): no pixels are made, hashes only
     max_pixels: int = 89_478_485
     # Pillow releases the GIL while it decodes and resizes, so threads decode images side by side
     # (the runner gives decode inside the embedding actor the actor's threads, idle until it embeds).
@@ -51,8 +52,10 @@ class DecodeStage(BatchStage):
     def decode_all(self, images: list[bytes | None], kept: list[bool]) -> list[DecodedImage | RejectReason | None]:
         """One result per row, in row order: decoded, a reason, or None for rows already rejected."""
 
+        size, pixels = (self.image_size, True) if self.image_size else (HASH_ONLY_SIZE, False)
+
         def decode(data: bytes | None, keep: bool) -> DecodedImage | RejectReason | None:
-            return decode_quietly(data, size=self.image_size, max_pixels=self.max_pixels) if keep else None
+            return decode_quietly(data, size=size, max_pixels=self.max_pixels, pixels=pixels) if keep else None
 
         with quiet_warnings:  # once, here, for the decoding threads
             if self.threads <= 1 or sum(kept) < 2:

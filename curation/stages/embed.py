@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.config import HeadConfig, ModelConfig
+from curation.domain import OUTSIDE_COLUMN, Domain
 from curation.schema import Stage, embedding_type
 from curation.stages.base import BatchStage, binary_views, kept_mask, set_column
 
@@ -36,6 +37,7 @@ class EmbedStage(BatchStage):
     embed_dim: int
     heads: tuple[HeadConfig, ...] = ()
     torch_threads: int | None = None  # None: model.threads (the runner gives each concurrent call its share)
+    domain: Domain | None = None  # the built-in model's domain: rows outside it are marked (curation/domain.py)
     _clip: LoadedClip | None = field(default=None, init=False, repr=False)
     _heads: dict = field(default_factory=dict, init=False, repr=False)  # score column -> module
     _encoder: ImageFeatureEncoder | None = field(default=None, init=False, repr=False)
@@ -80,6 +82,11 @@ class EmbedStage(BatchStage):
         table = set_column(table, "clip_score", scores, pa.float32())
         for column, values in head_scores.items():
             table = set_column(table, column, values, pa.float32())
+        if self.domain is not None:
+            outside = np.zeros(n, dtype=bool)
+            if len(rows):
+                outside[rows] = self.domain.outside_rows(image, captions)
+            table = set_column(table, OUTSIDE_COLUMN, pa.array(outside))
         return table.drop_columns(["pixels"])
 
     def embed(

@@ -2,7 +2,8 @@
 
 The scores come from the embedding pass (`EmbedStage` runs every head on the same forward pass); this
 filter only compares them with each head's threshold. The first head whose threshold a row crosses
-names its reject reason.
+names its reject reason. The built-in heads abstain on rows outside the built-in model's domain
+(curation/domain.py): their score stays written, they reject nothing there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import ClassVar
 import pyarrow as pa
 
 from curation.config import HeadConfig
+from curation.domain import OUTSIDE_COLUMN
+from curation.models.files import BUILTIN
 from curation.schema import Stage, reason_name
 from curation.stages.base import Filter
 
@@ -23,6 +26,7 @@ class HeadRule:
     threshold: float
     reject_above: bool
     reason: str
+    builtin: bool = False  # trained on the built-in model's world: abstains on rows outside it
 
     @classmethod
     def of(cls, head: HeadConfig) -> "HeadRule":
@@ -31,6 +35,7 @@ class HeadRule:
             threshold=head.threshold,
             reject_above=head.reject == "above",
             reason=reason_name(head.reject_reason),
+            builtin=head.weights == BUILTIN,
         )
 
     def rejects(self, score: float | None) -> bool:
@@ -55,9 +60,14 @@ class HeadsFilter(Filter):
         columns = {
             rule.column: kept.column(rule.column).to_pylist() for rule in self.rules if rule.column in kept.column_names
         }
+        outside = (
+            kept.column(OUTSIDE_COLUMN).to_pylist() if OUTSIDE_COLUMN in kept.column_names else [False] * kept.num_rows
+        )
         verdicts: list[str | None] = [None] * kept.num_rows
         for i in range(kept.num_rows):
             for rule in self.rules:
+                if rule.builtin and outside[i]:
+                    continue
                 if rule.column in columns and rule.rejects(columns[rule.column][i]):
                     verdicts[i] = rule.reason
                     break

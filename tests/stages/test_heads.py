@@ -75,8 +75,14 @@ def test_a_head_without_threshold_only_scores():
 def test_head_config_is_checked():
     with pytest.raises(UserError, match="exactly one of weights"):
         load_config(None, ["heads=[{name: unsafe, weights: builtin, prompts: [nsfw]}]"])
-    with pytest.raises(UserError, match="set column"):
-        load_config(None, ["heads=[{name: logo, prompts: [a logo]}]"])
+    with pytest.raises(UserError, match="is a record column already"):
+        load_config(None, ["heads=[{name: caption, prompts: [a logo]}]"])
+    with pytest.raises(UserError, match="must be an identifier"):
+        load_config(None, ["heads=[{name: Logo-Detector, prompts: [a logo]}]"])
+    with pytest.raises(UserError, match="between 0 and 1"):
+        load_config(None, ["heads=[{name: logo, prompts: [a logo], threshold: 5}]"])
+    logo = load_config(None, ["heads=[{name: logo, prompts: [a logo], threshold: 0.7}]"]).heads[0]
+    assert (logo.score_column, logo.reject_reason) == ("logo", "logo")  # any name: its column, its reason
     with pytest.raises(UserError, match="same column"):
         load_config(None, ["heads=[{name: unsafe, prompts: [nsfw]}, {name: nsfw, column: unsafe, prompts: [x]}]"])
     cfg = load_config(None, ["heads=[{name: logo, column: watermark, prompts: [a logo], threshold: 0.7}]"])
