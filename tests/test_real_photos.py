@@ -82,10 +82,12 @@ def photo_site(tmp_path_factory):
         made = [(None, original)] + [
             (kind, _copy(image, original, kind)) for kind in (COPIES[i % 4], COPIES[(i + 1) % 4])
         ]
-        for kind, body in made:
+        for j, (kind, body) in enumerate(made):
             path = f"/photos/{name}-{kind or 'original'}.jpg"
             files[path], truth[path] = body, (name, kind)
-            rows.append((path, caption))
+            # Keys as img2dataset writes them, in list order: an exact or same-width copy ties with its
+            # original on every quality dedup can see, and a tie keeps the smallest key (the original's).
+            rows.append((f"{i:03d}{j}", path, caption))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.files = files
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -94,8 +96,8 @@ def photo_site(tmp_path_factory):
     base = f"http://127.0.0.1:{server.server_address[1]}"
     with open(folder / "photos.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["url", "caption"])
-        writer.writerows((base + path, caption) for path, caption in rows)
+        writer.writerow(["key", "url", "caption"])
+        writer.writerows((key, base + path, caption) for key, path, caption in rows)
     yield folder, truth
     server.shutdown()
     server.server_close()
@@ -180,4 +182,6 @@ def test_demo_pipeline_says_photos_are_outside_its_model_and_its_heads_abstain(p
     assert not [r["key"] for r in rows if r["reject_stage"] == "heads"]
     embedded = [r for r in rows if r["img_emb"] is not None]
     assert embedded and all(r["watermark"] is not None for r in embedded)  # scored, not acted on
+    crossed = [r for r in embedded if r["unsafe"] > 0.5 or r["watermark"] > 0.5 or r["aesthetic"] < 0.25]
+    assert crossed  # without the guard, heads trained on drawn shapes would have rejected these photos
     assert result.manifest["domain"]["outside_rows"] == len(embedded)
