@@ -27,7 +27,8 @@ def test_laion_style_settings():
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml")
     assert cfg.clip.min_score == 0.28 and cfg.model.arch == "ViT-B-32"
     assert cfg.basic.min_caption_chars == 5 and cfg.basic.min_image_bytes == 5000
-    assert {h.score_column: h.threshold for h in cfg.heads} == {"unsafe": None, "watermark": None}
+    assert {h.score_column: h.threshold for h in cfg.heads} == {"unsafe": None, "watermark": None, "aesthetic": None}
+    assert cfg.heads[2].weights.endswith("laion-aesthetic-vit-b-32.safetensors")  # curate convert-head's output
     assert cfg.language.keep == ()  # LAION-5B: multilingual, languages labelled only
 
 
@@ -49,6 +50,7 @@ def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, s
         "basic.min_image_bytes=6000",
     ]
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
+    cfg = cfg.model_copy(update={"heads": cfg.heads[:2]})  # LAION's aesthetic head reads ViT-B-32 embeddings
     run_job(cfg, str(small_world[0]), str(tmp_path / "out"), log=lambda _: None)
     columns = ["key", "image", "unsafe", "watermark", "lang", "status", "reject_reason"]
     kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table(columns=columns).to_pylist()
