@@ -67,16 +67,30 @@ def fit_domain(
 
 
 def world_vocabulary(worlds: int, rows: int = 2000) -> frozenset[str]:
-    """The words of every caption of `worlds` generated worlds, after the caption stage's hygiene."""
+    """The words of every caption of `worlds` generated worlds, after the caption stage's hygiene (defect
+    cues, personal-data snippets and their placeholders), and of captions of every scene the world can
+    draw, in English and in every language it plants (templates drawn at random, 4 per scene)."""
+    import itertools
     import tempfile
 
     from curation.domain import caption_words
     from curation.io.readers import read_shard
     from curation.io.sources import list_shards
     from curation.lab.synth import generate
+    from curation.lab.synth.languages import LANGUAGES, translated_caption
+    from curation.lab.synth.world import COLOURS, COUNTS, SHAPES, TEXTURES, Scene
     from curation.stages.caption import CaptionStage
 
     words: set[str] = set()
+    rng = np.random.default_rng(FIT_SEED)
+    for shape, colour, background, texture, count in itertools.product(SHAPES, COLOURS, COLOURS, TEXTURES, COUNTS):
+        if colour == background:
+            continue
+        scene = Scene(shape=shape, colour=colour, count=count, texture=texture, background=background, layout_seed=0)
+        for _ in range(4):
+            words.update(caption_words(scene.caption(rng)))
+            for language in LANGUAGES:
+                words.update(caption_words(translated_caption(scene, language, rng)))
     stage = CaptionStage()
     for world in range(worlds):
         with tempfile.TemporaryDirectory() as folder:
