@@ -139,10 +139,11 @@ def in_key_order(table: pa.Table) -> pa.Table:
 
 
 def decisions_table(tables: list[pa.Table]) -> pa.Table:
-    """Sort the decisions from all groups into one table, with the source shard for per-shard reads."""
-    table = pa.concat_tables([t.cast(DECISION_SCHEMA) for t in tables]) if tables else DECISION_SCHEMA.empty_table()
-    source = pc.list_element(pc.split_pattern(table.column("key"), "/", max_splits=1), 0)
-    return table.append_column("source", source).sort_by([("source", "ascending"), ("key", "ascending")])
+    """Sort the decisions from all groups (each with its rows' source shards) into one table, by source
+    shard for per-shard reads."""
+    schema = DECISION_SCHEMA.append(pa.field("source", pa.string()))
+    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    return table.sort_by([("source", "ascending"), ("key", "ascending")])
 
 
 def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from curation import __version__
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
-from curation.dedup.decisions import resolve_chains
+from curation.dedup.decisions import decide_with_sources, resolve_chains
 from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
@@ -455,7 +455,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
     total_rows = sum(_parquet_rows(paths, f) for f in files)
     text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
-    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", *text, "status", d.quality]))
+    columns = list(dict.fromkeys(["key", "source", "sha256", "phash", "img_emb", *text, "status", d.quality]))
     # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
     work = paths.work
 
@@ -476,7 +476,9 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
         tables += outside
     if d.exact and total_rows:
         exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
-            exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
+            decide_with_sources,
+            fn_kwargs={"decide": exact_group_decisions, "quality": d.quality},
+            batch_format="pyarrow",
         )
         tables += _collect(exact)
     paths.out.remove("_state")
@@ -516,7 +518,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
                 batch_format="pyarrow",
             )
             found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
-                dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
+                decide_with_sources, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
             )
             tables += _collect(found)
             _carry_previous_state(d.against, paths, len(centroids))
@@ -548,7 +550,13 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
         )
     allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
     settings = {"centroids": centroids, "allowed": allowed}
-    outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
+    outside = _collect(
+        rows.map_batches(
+            decide_with_sources,
+            fn_kwargs={"decide": image_filter.outside_decisions, **settings},
+            batch_format="pyarrow",
+        )
+    )
     return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
 
 
