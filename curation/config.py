@@ -40,8 +40,9 @@ class InputConfig(_Section):
         1 << 30,
         ge=1,
         le=MAX_SHARD_BYTES_LIMIT,
-        description="Bytes one input shard may bring into memory (a tar's members, a Parquet's images); the rows "
-        "past it are rejected as shard_too_large, unread. Split larger shards (at most 2 GiB - 1).",
+        description="Bytes one input shard may bring into memory (a tar's members, a Parquet's images; a reading "
+        "task peaks at about this plus its largest image); the samples past it are rejected as shard_too_large, "
+        "unread. Split larger shards (at most 2 GiB - 1).",
     )
 
 

@@ -13,8 +13,11 @@ draft mode changes nothing here), but libjpeg does not when the data stops at a 
 and closed with its end-of-image marker, or a header that claims a size its data never had (9000x9000
 with a 16x16 picture in 633 bytes), decodes with the missing part filled with grey, at the header's size.
 `jpeg_too_short` catches that from the header alone: a Huffman-coded JPEG spends at least one bit per
-8x8 block in each scan of each block (two in a sequential scan: a DC and an AC code), so fewer bytes
-after its first scan header than its blocks need is a truncated_image, whatever the decoder makes of it.
+8x8 block (two in a sequential scan: a DC and an AC code), so fewer bytes after its first scan header
+than its blocks need is a truncated_image, whatever the decoder makes of it. The bound is sound (no
+complete image is under it: a flat white one needs about twice as much) and catches a header that lies
+by far; a file that lost part of its scan but not most of it, and was closed with an end marker, still
+decodes padded (the decoder's warning is not exposed; the device path refuses no more than this).
 """
 
 from __future__ import annotations

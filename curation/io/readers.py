@@ -367,7 +367,7 @@ class _TarSamples:
             _reject(sample, RejectReason.SHARD_TOO_LARGE)
         else:
             self._reading = sample
-            payload = tar.extractfile(member).read()
+            payload = _read_member(tar, member)
             self._reading = None
             if slot == "image":
                 sample.image = payload
@@ -400,6 +400,19 @@ class _TarSamples:
         if slot is not None:
             sample.slots.add(slot)
         return sample
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, piece: int = 1 << 20) -> bytearray:
+    """A member's bytes, read into one buffer a megabyte at a time (tarfile's own read() of a streamed
+    member joins and slices what it decompressed: two or three copies of a large member at once)."""
+    data = bytearray(member.size)
+    view, source, done = memoryview(data), tar.extractfile(member), 0
+    while done < member.size:
+        got = source.readinto(view[done : done + piece])
+        if not got:
+            raise tarfile.ReadError("unexpected end of data")
+        done += got
+    return data
 
 
 def _read_tar(shard: Shard, storage_options: dict, budget: _Budget) -> list[RawSample]:
@@ -743,11 +756,26 @@ def unique_key(key: str, seen: set[str]) -> tuple[str, bool]:
     return key, True
 
 
+def _image_chunks(samples: list[RawSample], chunk_bytes: int = 64 << 20) -> pa.ChunkedArray:
+    """The samples' image bytes as Arrow chunks of about `chunk_bytes`, each sample's Python bytes let go
+    once copied: the shard's images are in memory once, plus a chunk, not twice."""
+    chunks, pending, size = [], [], 0
+    for sample in samples:
+        pending.append(sample.image)
+        size += len(sample.image or b"")
+        sample.image = None
+        if size >= chunk_bytes:
+            chunks.append(pa.array(pending, pa.binary()))
+            pending, size = [], 0
+    chunks.append(pa.array(pending, pa.binary()))
+    return pa.chunked_array(chunks, pa.binary())
+
+
 def _to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
     """The raw table of a shard's samples; `images` holds their image bytes (one per sample) where
     they came from a table rather than from the samples themselves."""
     if images is None:
-        images = pa.chunked_array([pa.array([sample.image for sample in samples], pa.binary())])
+        images = _image_chunks(samples)
     has_image = images.is_valid().to_numpy(zero_copy_only=False) if samples else []
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names if name != "image"}
     seen: set[str] = set()
