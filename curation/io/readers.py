@@ -18,7 +18,7 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
   text (numbers, lists) is `missing_caption`, and so is an empty CSV cell (CSV has no null); another
   empty caption reaches the basic filter (`caption_too_short`).
 - Text is never trusted to be UTF-8: member names, JSON strings and Parquet string columns may hold
-  invalid UTF-8 or lone surrogates (`"\ud800"` in JSON). Such text is read as bytes and decoded with
+  invalid UTF-8 or lone surrogates (`"\\ud800"` in JSON). Such text is read as bytes and decoded with
   replacement characters (Parquet string columns are read as binary), never raised on.
 - Tars are read as a stream. A member's name is the full name tarfile gives (GNU long names and pax
   `path` records included), split into key and extension before it is cleaned or cut, so a long name
@@ -26,19 +26,22 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
   links, devices, fifos and sparse files are `unsupported_tar_member`; a member over MAX_MEMBER_BYTES is
   `too_large` (skipped unread). A `.json` member over MAX_JSON_BYTES is not parsed (its sample has no
   url), and a GNU long-name or pax header over MAX_HEADER_BYTES is damage, not read into memory.
+  Damage keeps every sample that can be read: a member cut short rejects its sample as
+  `broken_tar_member`; garbage where a header should be is skipped block by block up to the next valid
+  header, and a cut header or a missing end-of-archive marker ends the archive; each of these gives a
+  row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
 - Memory per shard is bounded by `max_shard_bytes` (config `input.max_shard_bytes`): the bytes a shard
   brings into memory (every tar member read, a Parquet's image cells) are counted in file order, and
   from the first member or image that would pass the cap on, every sample is rejected
   `shard_too_large` and its bytes are not read (a Parquet file larger than the cap is read from the file
-  page by page, not into memory). The rows stay: input = kept + rejected holds for any shard size. Damage keeps every sample that can be read: a member cut short rejects
-  its sample as `broken_tar_member`; garbage where a header should be is skipped block by block up to
-  the next valid header, and a cut header or a missing end-of-archive marker ends the archive; each of
-  these gives a row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
+  page by page, not into memory). The rows stay: input = kept + rejected holds for any shard size.
+  Text columns of a Parquet and CSV/TSV URL lists (no image bytes) are not counted.
 - A file that cannot be parsed at all (not a tar, a Parquet footer of garbage, an empty CSV) is one row
   `<shard>/!unreadable` rejected `unreadable_shard`; an undecodable Parquet row group gives a row
-  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts; a CSV
-  record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as 1)
-  rejected `malformed_row`.
+  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts (one row
+  `<shard>/!row-group-<i>` when it claims over MAX_DAMAGE_ROWS: a garbled footer may claim billions);
+  a CSV record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as
+  1) rejected `malformed_row`.
 - I/O errors (missing file, denied access, network) are not damage: they raise, so a transient failure
   is retried by the runner and never committed as data.
 - Only regular files are read (a symbolic link to one is followed): a FIFO, a device or a socket named
