@@ -25,7 +25,7 @@ from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.errors import UserError
 from curation.io.commit import Location, parquet_buffer, read_parquet
-from curation.io.readers import read_image_column, read_shard
+from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
 from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
@@ -87,10 +87,12 @@ def stage_seconds(table: pa.Table) -> dict[str, float]:
 # ---- phase 1: score -------------------------------------------------------------------------------
 
 
-def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+def read_and_prepare(
+    shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
     start = time.perf_counter()
-    table = read_shard(shard, paths.storage_options)
+    table = read_shard(shard, paths.storage_options, max_shard_bytes)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
     table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
@@ -161,7 +163,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     shard_id = shard.shard_id
     table = read_parquet(paths.work, paths.scored_name(shard_id))
     if cfg.output.keep_images:
-        table = with_source_bytes(table, shard, paths)
+        table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes)
     if clip_threshold is not None:
         table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
@@ -179,12 +181,15 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     return result
 
 
-def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Table:
-    """The scored shard with the image bytes the score phase left in the input shard read back."""
+def with_source_bytes(
+    table: pa.Table, shard: Shard, paths: JobPaths, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
+    """The scored shard with the image bytes the score phase left in the input shard read back (under
+    the same per-shard cap as the score phase read them)."""
     if not pc.any(pc.is_null(table.column("image"))).as_py():
         return table
     try:
-        return restore_source_bytes(table, read_image_column(shard, paths.storage_options))
+        return restore_source_bytes(table, read_image_column(shard, paths.storage_options, max_shard_bytes))
     except SourceChanged as changed:
         raise UserError(
             f"input shard {shard.url} changed since it was scored (it no longer holds the image of {changed}): "

@@ -271,9 +271,12 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
     task_stages, actor_stages = _place_stages(plan, cfg)
     post_stages = plan.post
+    max_shard_bytes = cfg.input.max_shard_bytes
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), task_stages, paths, embed_dim) for row in batch.to_pylist()]
+        tables = [
+            read_and_prepare(Shard(**row), task_stages, paths, embed_dim, max_shard_bytes) for row in batch.to_pylist()
+        ]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
