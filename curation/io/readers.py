@@ -99,6 +99,7 @@ READ_REASONS = (
     RejectReason.BROKEN_ROW_GROUP,
     RejectReason.UNREADABLE_SHARD,
     RejectReason.TOO_LARGE,
+    RejectReason.SHARD_TOO_LARGE,
 )
 MAX_MEMBER_BYTES = 256 << 20
 MAX_SHARD_BYTES = InputConfig.model_fields["max_shard_bytes"].default
