@@ -28,9 +28,21 @@ class RunConfig(_Section):
     progress: bool | None = Field(None, description="Progress bars; default: only on a terminal.")
 
 
+# Arrow's binary arrays address at most 2 GiB - 1 bytes: a shard's image column must fit in one.
+MAX_SHARD_BYTES_LIMIT = (2 << 30) - 1
+
+
 class InputConfig(_Section):
     format: Literal["auto", "webdataset", "parquet", "urls"] = Field(
         "auto", description="urls: img2dataset-style URL lists (.parquet with a url column, .csv, .tsv)."
+    )
+    max_shard_bytes: int = Field(
+        1 << 30,
+        ge=1,
+        le=MAX_SHARD_BYTES_LIMIT,
+        description="Bytes one input shard may bring into memory (a tar's members, a Parquet's images; a reading "
+        "task peaks at about this plus its largest image); the samples past it are rejected as shard_too_large, "
+        "unread. Split larger shards (at most 2 GiB - 1).",
     )
 
 

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
-from curation.dedup.decisions import resolve_chains
+from curation.dedup.decisions import decide_with_sources, resolve_chains
 from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
@@ -272,9 +272,12 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, cfg: Config, 
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
     task_stages, actor_stages = _place_stages(plan, cfg)
     post_stages, schema = plan.post, plan.schema
+    max_shard_bytes = cfg.input.max_shard_bytes
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), task_stages, paths, schema) for row in batch.to_pylist()]
+        tables = [
+            read_and_prepare(Shard(**row), task_stages, paths, schema, max_shard_bytes) for row in batch.to_pylist()
+        ]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
@@ -458,7 +461,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
     total_rows = sum(_parquet_rows(paths, f) for f in files)
     text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
-    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", *text, "status", d.quality]))
+    columns = list(dict.fromkeys(["key", "source", "sha256", "phash", "img_emb", *text, "status", d.quality]))
     # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
     work = paths.work
 
@@ -479,7 +482,9 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
         tables += outside
     if d.exact and total_rows:
         exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
-            exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
+            decide_with_sources,
+            fn_kwargs={"decide": exact_group_decisions, "quality": d.quality},
+            batch_format="pyarrow",
         )
         tables += _collect(exact)
     paths.out.remove("_state")
@@ -520,7 +525,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
                 batch_format="pyarrow",
             )
             found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
-                dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
+                decide_with_sources, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
             )
             tables += _collect(found)
             _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
@@ -552,7 +557,13 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
         )
     allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
     settings = {"centroids": centroids, "allowed": allowed}
-    outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
+    outside = _collect(
+        rows.map_batches(
+            decide_with_sources,
+            fn_kwargs={"decide": image_filter.outside_decisions, **settings},
+            batch_format="pyarrow",
+        )
+    )
     return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
 
 

@@ -64,6 +64,7 @@ class RejectReason(str, Enum):
     BROKEN_TAR_MEMBER = "broken_tar_member"  # cut or damaged member/header; samples before it are read
     BROKEN_ROW_GROUP = "broken_row_group"  # an undecodable Parquet row group; the others are read
     UNREADABLE_SHARD = "unreadable_shard"  # not a tar / Parquet / CSV at all: one row stands for it
+    SHARD_TOO_LARGE = "shard_too_large"  # the shard's bytes passed input.max_shard_bytes: this row's were not read
     # read or download: larger than the configured limit
     TOO_LARGE = "too_large"
     # download: URL lists
