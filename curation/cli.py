@@ -276,6 +276,7 @@ def train_clip(
     "--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config whose model section to use."
 )
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
+@click.option("--hidden", default="64", show_default=True, help="Hidden layer sizes, e.g. 256,64; 0: a linear head.")
 def train_head(
     name: str,
     data_paths: tuple[str, ...],
@@ -286,8 +287,9 @@ def train_head(
     output_path: str,
     config_path: str | None,
     overrides: tuple[str, ...],
+    hidden: str,
 ) -> None:
-    """Train a classifier head (small MLP over the embedding pass) from labelled Parquet."""
+    """Train a classifier head (an MLP of any hidden sizes over the embedding pass) from labelled Parquet."""
     from curation.config import load_config
     from curation.lab.train_head import HeadData, train_head_from_parquet
 
@@ -295,7 +297,11 @@ def train_head(
     data = HeadData(
         paths=data_paths, label_column=label_column, truth_path=truth_path, positive=positive or name, negate=negate
     )
-    report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo)
+    try:
+        sizes = tuple(int(size) for size in hidden.split(",") if int(size))
+    except ValueError:
+        raise UserError(f"--hidden {hidden!r}: give layer sizes as whole numbers, e.g. 256,64 (0: linear)") from None
+    report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo, hidden=sizes)
     click.echo(
         f"wrote {output_path}: held-out precision {report['precision']:.3f} recall {report['recall']:.3f} "
         f"at threshold 0.5; use it with heads: [{{name: {name}, weights: {output_path}, threshold: 0.5}}]"

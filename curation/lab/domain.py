@@ -24,8 +24,8 @@ def fit_domain(
     *,
     images: int = 2000,
     clusters: int = 16,
-    quantile: float = 0.999,
-    margin: float = 1.5,
+    quantile: float = 1.0,
+    margin: float = 1.25,
     worlds: int = 4,
     min_coverage: float = 0.75,
 ) -> Domain:

@@ -108,7 +108,12 @@ def head_features(images: list[bytes], model_cfg: ModelConfig) -> tuple[np.ndarr
 
 
 def train_head_from_parquet(
-    name: str, data: HeadData, model_cfg: ModelConfig, output: str | Path, log: Callable[[str], None] = print
+    name: str,
+    data: HeadData,
+    model_cfg: ModelConfig,
+    output: str | Path,
+    log: Callable[[str], None] = print,
+    hidden: tuple[int, ...] = (64,),
 ) -> dict:
     torch.set_num_threads(model_cfg.threads)
     images, labels = read_labelled(data)
@@ -118,7 +123,7 @@ def train_head_from_parquet(
     holdout = np.random.default_rng(0).random(len(labels)) < 0.2
     if labels[~holdout].min() == labels[~holdout].max():
         raise UserError("train-head: the labels hold one class only: check --positive / --label-column")
-    head = fit_head(features[~holdout], labels[~holdout], HeadTraining(features=kinds))
+    head = fit_head(features[~holdout], labels[~holdout], HeadTraining(features=kinds, hidden=hidden))
     with torch.no_grad():
         logits = head.logits(torch.from_numpy(features[holdout]))
     scores = torch.sigmoid(logits).numpy()

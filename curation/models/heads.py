@@ -238,7 +238,7 @@ def _mean_direction(embeddings: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True, kw_only=True)
 class HeadTraining:
     features: tuple[str, ...] = FEATURE_KINDS
-    hidden: int = 64
+    hidden: int | tuple[int, ...] = 64  # hidden layer sizes (0 or (): a linear head)
     epochs: int = 60
     lr: float = 3e-3
     weight_decay: float = 1e-3

@@ -54,9 +54,12 @@ def test_train_head_from_a_synthetic_world_and_from_a_label_column(tmp_path):
             str(tmp_path / "b.safetensors"),
             "--set",
             "model.threads=1",
+            "--hidden",
+            "32,8",
         ],
     )
     assert second.exit_code == 0, second.output
+    assert load_head(tmp_path / "b.safetensors").hidden == (32, 8)  # an MLP of any layer sizes
 
 
 def test_train_head_names_the_fix_for_a_missing_label(tmp_path):
