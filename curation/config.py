@@ -33,8 +33,10 @@ MAX_SHARD_BYTES_LIMIT = (2 << 30) - 1
 
 
 class InputConfig(_Section):
-    format: Literal["auto", "webdataset", "parquet", "urls"] = Field(
-        "auto", description="urls: img2dataset-style URL lists (.parquet with a url column, .csv, .tsv)."
+    format: str = Field(
+        "auto",
+        description="auto, or an input format (curation/io/formats/): webdataset, parquet, urls (img2dataset-style "
+        "URL lists: .parquet with a url column, .csv, .tsv), hf_datasets (Dataset.save_to_disk folders).",
     )
     max_shard_bytes: int = Field(
         1 << 30,
@@ -44,6 +46,15 @@ class InputConfig(_Section):
         "task peaks at about this plus its largest image); the samples past it are rejected as shard_too_large, "
         "unread. Split larger shards (at most 2 GiB - 1).",
     )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from curation.io.formats import FORMATS  # the plug-ins import this module
+
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"unknown input format {value!r}: use auto or one of {', '.join(FORMATS)}")
+        return value
 
 
 class DownloadConfig(_Section):
