@@ -28,9 +28,21 @@ class RunConfig(_Section):
     progress: bool | None = Field(None, description="Progress bars; default: only on a terminal.")
 
 
+# Arrow's binary arrays address at most 2 GiB - 1 bytes: a shard's image column must fit in one.
+MAX_SHARD_BYTES_LIMIT = (2 << 30) - 1
+
+
 class InputConfig(_Section):
     format: Literal["auto", "webdataset", "parquet", "urls"] = Field(
         "auto", description="urls: img2dataset-style URL lists (.parquet with a url column, .csv, .tsv)."
+    )
+    max_shard_bytes: int = Field(
+        1 << 30,
+        ge=1,
+        le=MAX_SHARD_BYTES_LIMIT,
+        description="Bytes one input shard may bring into memory (a tar's members, a Parquet's images; a reading "
+        "task peaks at about this plus its largest image); the samples past it are rejected as shard_too_large, "
+        "unread. Split larger shards (at most 2 GiB - 1).",
     )
 
 
@@ -186,7 +198,7 @@ class HeadConfig(_Section):
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
     reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
     reason: str | None = Field(
-        None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic)."
+        None, description="Reject reason (any identifier); default: the column's (unsafe, watermark, low_aesthetic)."
     )
 
     @model_validator(mode="after")
@@ -196,10 +208,12 @@ class HeadConfig(_Section):
             raise ValueError(f"head {self.name!r}: set column to one of {sorted(HEAD_COLUMNS)}")
         if (self.weights is None) == (not self.prompts):
             raise ValueError(f"head {self.name!r}: give exactly one of weights (builtin or a path) and prompts")
-        from curation.schema import RejectReason
+        from curation.schema import REASON_PATTERN
 
-        if self.reason is not None and self.reason not in {r.value for r in RejectReason}:
-            raise ValueError(f"head {self.name!r}: reason {self.reason!r} is not a reject reason in schema.py")
+        if self.reason is not None and not REASON_PATTERN.fullmatch(self.reason):
+            raise ValueError(
+                f"head {self.name!r}: reason {self.reason!r} must be an identifier (lower case letters, digits, _)"
+            )
         return self
 
     @property

@@ -7,6 +7,17 @@ Ghostscript, nor the dozens of exotic plugins). Animated images give their first
 images are scaled to 8 bits rather than clipped; a broken EXIF block is ignored, not a rejection. JPEGs
 are decoded at reduced scale (draft mode) when the model input is smaller than the image, and resized
 once (short side to the model size, centre crop), as open_clip's own preprocessing does.
+
+Truncation: PIL raises on an image whose data runs out (ImageFile.LOAD_TRUNCATED_IMAGES stays False, and
+draft mode changes nothing here), but libjpeg does not when the data stops at a marker: a JPEG cut short
+and closed with its end-of-image marker, or a header that claims a size its data never had (9000x9000
+with a 16x16 picture in 633 bytes), decodes with the missing part filled with grey, at the header's size.
+`jpeg_too_short` catches that from the header alone: a Huffman-coded JPEG spends at least one bit per
+8x8 block (two in a sequential scan: a DC and an AC code), so fewer bytes after its first scan header
+than its blocks need is a truncated_image, whatever the decoder makes of it. The bound is sound (no
+complete image is under it: a flat white one needs about twice as much) and catches a header that lies
+by far; a file that lost part of its scan but not most of it, and was closed with an end marker, still
+decodes padded (the decoder's warning is not exposed; the device path refuses no more than this).
 """
 
 from __future__ import annotations
@@ -134,6 +145,8 @@ def _open(data: bytes, *, size: int, max_pixels: int) -> tuple[Image.Image, int,
         width, height = image.size
         if width * height > max_pixels:
             return RejectReason.DECOMPRESSION_BOMB
+        if jpeg_too_short(data):
+            return RejectReason.TRUNCATED_IMAGE
         if image.format == "JPEG":
             image.draft("RGB", (size, size))
         image.load()
@@ -148,6 +161,58 @@ def _open(data: bytes, *, size: int, max_pixels: int) -> tuple[Image.Image, int,
     except Exception:  # noqa: BLE001 - hostile bytes can raise anything from a codec
         return RejectReason.UNDECODABLE_IMAGE
     return image, width, height
+
+
+# Huffman-coded frames (baseline, extended sequential, progressive) and the fewest bits each 8x8 block of
+# a complete image costs in them (see the module doc). Lossless, hierarchical and arithmetic-coded frames
+# are not judged here.
+_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # markers without a length: TEM, RST0-7
+
+
+def jpeg_too_short(data: bytes) -> bool:
+    """Whether a JPEG holds fewer bytes after its first scan header than its frame's blocks need: then
+    it is truncated (the decoder would pad it), whatever its end-of-image marker says."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    frame, pos = None, 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False  # not a marker where one must be: PIL judges it
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            return False
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF and frame is None:
+            frame = (marker, data[pos + 4 : pos + 2 + length])
+        if marker == 0xDA:
+            break
+        pos += 2 + length
+    else:
+        return False  # no scan at all: PIL judges it
+    if frame is None or frame[0] not in _MIN_BITS_PER_BLOCK:
+        return False
+    marker, header = frame
+    if len(header) < 6:
+        return False
+    height, width, count = int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big"), header[5]
+    factors = [(header[7 + 3 * i] >> 4, header[7 + 3 * i] & 15) for i in range(count) if 8 + 3 * i <= len(header)]
+    if not width or not height or not factors or min(min(f) for f in factors) < 1:
+        return False
+    h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
+    blocks = sum(_ceil(_ceil(width * h, h_max), 8) * _ceil(_ceil(height * v, v_max), 8) for h, v in factors)
+    return (len(data) - pos) * 8 < blocks * _MIN_BITS_PER_BLOCK[marker]
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def orientation(image: Image.Image) -> int:

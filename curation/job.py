@@ -26,7 +26,7 @@ from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.errors import UserError
 from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer, read_parquet
-from curation.io.readers import read_image_column, read_shard
+from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
 from curation.io.sources import Shard
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
@@ -88,10 +88,12 @@ def stage_seconds(table: pa.Table) -> dict[str, float]:
 # ---- phase 1: score -------------------------------------------------------------------------------
 
 
-def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+def read_and_prepare(
+    shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
     start = time.perf_counter()
-    table = read_shard(shard, paths.storage_options)
+    table = read_shard(shard, paths.storage_options, max_shard_bytes)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
     table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
@@ -140,10 +142,11 @@ def in_key_order(table: pa.Table) -> pa.Table:
 
 
 def decisions_table(tables: list[pa.Table]) -> pa.Table:
-    """Sort the decisions from all groups into one table, with the source shard for per-shard reads."""
-    table = pa.concat_tables([t.cast(DECISION_SCHEMA) for t in tables]) if tables else DECISION_SCHEMA.empty_table()
-    source = pc.list_element(pc.split_pattern(table.column("key"), "/", max_splits=1), 0)
-    return table.append_column("source", source).sort_by([("source", "ascending"), ("key", "ascending")])
+    """Sort the decisions from all groups (each with its rows' source shards) into one table, by source
+    shard for per-shard reads."""
+    schema = DECISION_SCHEMA.append(pa.field("source", pa.string()))
+    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    return table.sort_by([("source", "ascending"), ("key", "ascending")])
 
 
 def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]:
@@ -161,7 +164,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     shard_id = shard.shard_id
     table = read_parquet(paths.work, paths.scored_name(shard_id))
     if cfg.output.keep_images:
-        table = with_source_bytes(table, shard, paths)
+        table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes)
     if clip_threshold is not None:
         table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
@@ -180,12 +183,15 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     return result
 
 
-def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Table:
-    """The scored shard with the image bytes the score phase left in the input shard read back."""
+def with_source_bytes(
+    table: pa.Table, shard: Shard, paths: JobPaths, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
+    """The scored shard with the image bytes the score phase left in the input shard read back (under
+    the same per-shard cap as the score phase read them)."""
     if not pc.any(pc.is_null(table.column("image"))).as_py():
         return table
     try:
-        return restore_source_bytes(table, read_image_column(shard, paths.storage_options))
+        return restore_source_bytes(table, read_image_column(shard, paths.storage_options, max_shard_bytes))
     except SourceChanged as changed:
         raise UserError(
             f"input shard {shard.url} changed since it was scored (it no longer holds the image of {changed}): "

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from curation import __version__
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
-from curation.dedup.decisions import resolve_chains
+from curation.dedup.decisions import decide_with_sources, resolve_chains
 from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
@@ -137,6 +137,7 @@ def run_job(
     timings["total_s"] = round(time.time() - started, 3)
 
     manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    manifest["reject_reasons"] = plan.reject_reasons()
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,
@@ -275,9 +276,12 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
     task_stages, actor_stages = _place_stages(plan, cfg)
     post_stages = plan.post
+    max_shard_bytes = cfg.input.max_shard_bytes
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), task_stages, paths, embed_dim) for row in batch.to_pylist()]
+        tables = [
+            read_and_prepare(Shard(**row), task_stages, paths, embed_dim, max_shard_bytes) for row in batch.to_pylist()
+        ]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
@@ -459,7 +463,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
     files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
     total_rows = sum(_parquet_rows(paths, f) for f in files)
     text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
-    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", *text, "status", d.quality]))
+    columns = list(dict.fromkeys(["key", "source", "sha256", "phash", "img_emb", *text, "status", d.quality]))
     # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
     work = paths.work
 
@@ -480,7 +484,9 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
         tables += outside
     if d.exact and total_rows:
         exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
-            exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
+            decide_with_sources,
+            fn_kwargs={"decide": exact_group_decisions, "quality": d.quality},
+            batch_format="pyarrow",
         )
         tables += _collect(exact)
     paths.out.remove("_state")
@@ -520,7 +526,7 @@ def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thresho
                 batch_format="pyarrow",
             )
             found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
-                dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
+                decide_with_sources, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
             )
             tables += _collect(found)
             _carry_previous_state(d.against, paths, len(centroids))
@@ -552,7 +558,13 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
         )
     allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
     settings = {"centroids": centroids, "allowed": allowed}
-    outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
+    outside = _collect(
+        rows.map_batches(
+            decide_with_sources,
+            fn_kwargs={"decide": image_filter.outside_decisions, **settings},
+            batch_format="pyarrow",
+        )
+    )
     return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
 
 
@@ -609,7 +621,7 @@ def _task_blocks(n_shards: int) -> int:
     return max(1, min(n_shards, max(2 * cpus, -(-n_shards // SHARDS_PER_TASK))))
 
 
-ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (README: sizing)
+ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (docs/sizing.md)
 
 
 def _partitions(n_shards: int, total_rows: int = 0) -> int:

@@ -6,6 +6,7 @@ filled yet are null. `status` and `reject_reason` are on every row: rejected row
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 import pyarrow as pa
@@ -37,6 +38,19 @@ class Stage(str, Enum):
     IMAGE_FILTER = "image_filter"
 
 
+# A reject reason is an identifier: stages, heads and phases declare the ones they write (BatchStage.
+# reject_reasons, plan.StagePlan.reject_reasons collects them); the enum below names the built-in ones.
+REASON_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def reason_name(reason: "RejectReason | str") -> str:
+    """The reason as stored in `reject_reason`, checked to be an identifier."""
+    name = reason.value if isinstance(reason, Enum) else str(reason)
+    if not REASON_PATTERN.fullmatch(name):
+        raise ValueError(f"reject reason {name!r} is not an identifier (lower case letters, digits, _)")
+    return name
+
+
 class RejectReason(str, Enum):
     # read: the record itself is incomplete
     MISSING_IMAGE = "missing_image"
@@ -50,6 +64,7 @@ class RejectReason(str, Enum):
     BROKEN_TAR_MEMBER = "broken_tar_member"  # cut or damaged member/header; samples before it are read
     BROKEN_ROW_GROUP = "broken_row_group"  # an undecodable Parquet row group; the others are read
     UNREADABLE_SHARD = "unreadable_shard"  # not a tar / Parquet / CSV at all: one row stands for it
+    SHARD_TOO_LARGE = "shard_too_large"  # the shard's bytes passed input.max_shard_bytes: this row's were not read
     # read or download: larger than the configured limit
     TOO_LARGE = "too_large"
     # download: URL lists

@@ -17,19 +17,36 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
   a caption); the rejected row stores only its first MAX_CAPTION_CHARS characters. A caption that is absent, null, NaN or not
   text (numbers, lists) is `missing_caption`, and so is an empty CSV cell (CSV has no null); another
   empty caption reaches the basic filter (`caption_too_short`).
-- Tars are read as a stream. A member with an absolute path or a `..` component is `unsafe_member_path`;
+- Text is never trusted to be UTF-8: member names, JSON strings and Parquet string columns may hold
+  invalid UTF-8 or lone surrogates (`"\\ud800"` in JSON). Such text is read as bytes and decoded with
+  replacement characters (Parquet string columns are read as binary), never raised on.
+- Tars are read as a stream. A member's name is the full name tarfile gives (GNU long names and pax
+  `path` records included), split into key and extension before it is cleaned or cut, so a long name
+  still gives one sample. A member with an absolute path or a `..` component is `unsafe_member_path`;
   links, devices, fifos and sparse files are `unsupported_tar_member`; a member over MAX_MEMBER_BYTES is
-  `too_large` (skipped unread). Damage keeps every sample that can be read: a member cut short rejects
-  its sample as `broken_tar_member`; garbage where a header should be is skipped block by block up to
-  the next valid header, and a cut header or a missing end-of-archive marker ends the archive; each of
-  these gives a row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
+  `too_large` (skipped unread). A `.json` member over MAX_JSON_BYTES is not parsed (its sample has no
+  url), and a GNU long-name or pax header over MAX_HEADER_BYTES is damage, not read into memory.
+  Damage keeps every sample that can be read: a member cut short rejects its sample as
+  `broken_tar_member`; garbage where a header should be is skipped block by block up to the next valid
+  header, and a cut header or a missing end-of-archive marker ends the archive; each of these gives a
+  row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
+- Memory per shard is bounded by `max_shard_bytes` (config `input.max_shard_bytes`): the bytes a shard
+  brings into memory (every tar member read, a Parquet's image cells) are counted in file order, and
+  from the first member or image that would pass the cap on, every sample is rejected
+  `shard_too_large` and its bytes are not read (a Parquet file larger than the cap is read from the file
+  page by page, not into memory). The rows stay: input = kept + rejected holds for any shard size.
+  Text columns of a Parquet and CSV/TSV URL lists (no image bytes) are not counted.
 - A file that cannot be parsed at all (not a tar, a Parquet footer of garbage, an empty CSV) is one row
   `<shard>/!unreadable` rejected `unreadable_shard`; an undecodable Parquet row group gives a row
-  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts; a CSV
-  record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as 1)
-  rejected `malformed_row`.
+  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts (one row
+  `<shard>/!row-group-<i>` when it claims over MAX_DAMAGE_ROWS: a garbled footer may claim billions);
+  a CSV record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as
+  1) rejected `malformed_row`.
 - I/O errors (missing file, denied access, network) are not damage: they raise, so a transient failure
   is retried by the runner and never committed as data.
+- Only regular files are read (a symbolic link to one is followed): a FIFO, a device or a socket named
+  like a shard would block or never end, so it is a one-line UserError here as in `list_shards`, which
+  refuses such an input before anything is read.
 - URL lists (format "urls") give rows with `image` null that stay kept: the download stage fills them.
 """
 
@@ -38,7 +55,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass, field
 
@@ -47,16 +66,48 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
-from curation.io.sources import URL_COLUMN, Shard, header_columns, image_column, parquet_kind, url_list_delimiter
+from curation.config import MAX_SHARD_BYTES_LIMIT, InputConfig
+from curation.errors import UserError
+from curation.io.sources import (
+    URL_COLUMN,
+    Shard,
+    header_columns,
+    image_column,
+    not_regular,
+    parquet_kind,
+    url_list_delimiter,
+)
 from curation.schema import RejectReason, Stage, Status
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 CAPTION_COLUMNS = ("caption", "txt", "text")
 MAX_CAPTION_CHARS = 4096
+# Every reason a reader can reject a row with (stage `read`).
+READ_REASONS = (
+    RejectReason.MISSING_IMAGE,
+    RejectReason.MISSING_CAPTION,
+    RejectReason.CAPTION_TOO_LONG,
+    RejectReason.DUPLICATE_KEY,
+    RejectReason.MALFORMED_ROW,
+    RejectReason.UNSAFE_MEMBER_PATH,
+    RejectReason.UNSUPPORTED_TAR_MEMBER,
+    RejectReason.BROKEN_TAR_MEMBER,
+    RejectReason.BROKEN_ROW_GROUP,
+    RejectReason.UNREADABLE_SHARD,
+    RejectReason.TOO_LARGE,
+    RejectReason.SHARD_TOO_LARGE,
+)
 MAX_MEMBER_BYTES = 256 << 20
+MAX_SHARD_BYTES = InputConfig.model_fields["max_shard_bytes"].default
+MAX_JSON_BYTES = 1 << 20  # webdataset's .json holds a few hundred bytes of metadata
+MAX_HEADER_BYTES = 1 << 20  # a GNU long name or a pax header: a path, a few records
 MAX_NAME_CHARS = 256
+IMAGE_BATCH_ROWS = 64  # a Parquet image column is read this many rows at a time, against the cap
+MAX_DAMAGE_ROWS = 1 << 20  # a broken row group claiming more rows is one row (its footer may lie)
 DUPLICATE_SUFFIX = "~dup"
 UNREADABLE_NAME = "!unreadable"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -89,33 +140,161 @@ class RawSample:
     slots: set[str] = field(default_factory=set)
 
 
-def read_shard(shard: Shard, storage_options: dict | None = None) -> pa.Table:
+def read_shard(shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES) -> pa.Table:
     storage_options = storage_options or {}
+    budget = _Budget(max_shard_bytes)
     if shard.format == "webdataset":
-        return _to_table(shard, _read_tar(shard, storage_options))
+        return _to_table(shard, _read_tar(shard, storage_options, budget))
     if shard.url.endswith(".parquet"):
-        return _to_table(shard, *_read_parquet(shard, storage_options))
+        return _to_table(shard, *_read_parquet(shard, storage_options, budget))
     return _to_table(shard, *_read_url_table(shard, storage_options))
 
 
-def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.ChunkedArray:
+def read_image_column(
+    shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.ChunkedArray:
     """The image bytes a shard holds, one value per row, for the write phase (which matches them by
-    hash): of a Parquet shard only its image column is read, with no row-by-row work; other shards,
-    and Parquet files that fail so (a corrupt row group), are read whole."""
+    hash): of a Parquet shard only its image column is read, with no row-by-row work, under the same
+    `max_shard_bytes` as `read_shard` (so the same rows have bytes); other shards, and Parquet files
+    that fail so (a corrupt row group), are read whole."""
     storage_options = storage_options or {}
     if shard.format != "webdataset" and shard.url.endswith(".parquet"):
-        try:
-            parquet = pq.ParquetFile(pa.BufferReader(_read_bytes(shard, storage_options)))
-            return image_values(
-                parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0)
-            )
-        except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
-            pass
-    return read_shard(shard, storage_options).column("image")
+        with _TableSource(shard.url, storage_options, max_shard_bytes) as source:
+            try:
+                parquet = source.parquet()
+                column = image_column(parquet.schema_arrow.names)
+                if column is not None:
+                    budget, chunks = _Budget(max_shard_bytes), []
+                    for i in range(parquet.num_row_groups):
+                        rows = parquet.metadata.row_group(i).num_rows
+                        chunks += _row_group_images(parquet, i, column, rows, budget)[0].chunks
+                    return pa.chunked_array(chunks, pa.binary())
+            except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
+                source.raise_io_error()
+    return read_shard(shard, storage_options, max_shard_bytes).column("image")
 
 
 def damage_row(name: str, reason: RejectReason) -> RawSample:
     return RawSample(name=name, reason=reason)
+
+
+@dataclass
+class _Budget:
+    """The bytes a shard may still bring into memory. Once one value does not fit, none does: the rows
+    past the cap are the shard's last ones, whatever their sizes."""
+
+    limit: int
+    used: int = 0
+    full: bool = False
+
+    def __post_init__(self) -> None:
+        self.limit = min(self.limit, MAX_SHARD_BYTES_LIMIT)
+
+    def take(self, size: int) -> bool:
+        if self.full or self.used + size > self.limit:
+            self.full = True
+            return False
+        self.used += size
+        return True
+
+
+# ---- opening shard files ----------------------------------------------------------------------------
+
+
+def _open_regular(url: str, storage_options: dict):
+    """The shard file opened for reading. A local path must name a regular file (or a link to one): a
+    FIFO would block forever on open and a device (/dev/zero) never ends, so either is a UserError. It
+    is opened non-blocking and checked on the open descriptor, so no FIFO can block here."""
+    if get_protocol(url) not in ("file", "local"):
+        return fsspec.open(url, "rb", **storage_options).open()
+    path = LocalFileSystem._strip_protocol(url)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"input {url} is {not_regular(mode)}: inputs are read from regular files only, remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _GuardedFile:
+    """A file handed to pyarrow that remembers its I/O errors: pyarrow raises them as it raises damage
+    (OSError), and an I/O error must reach the runner (retried), never become rejected rows."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._file.read, size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call(self._file.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._call(self._file.tell)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _TableSource:
+    """A Parquet or CSV shard: its bytes read whole when the file is no larger than `max_bytes` (all the
+    I/O happens here, so whatever fails while parsing is damage of the file itself); a larger Parquet is
+    read from the file as pyarrow needs it, page by page, with its I/O errors told apart (_GuardedFile)."""
+
+    def __init__(self, url: str, storage_options: dict, max_bytes: int):
+        self._file = _open_regular(url, storage_options)
+        self._guard: _GuardedFile | None = None
+        size = self._size()
+        if size is None or size <= max_bytes:
+            self.data: bytes | None = self._file.read()
+        else:
+            self.data = None
+            self._guard = _GuardedFile(self._file)
+
+    def _size(self) -> int | None:
+        try:
+            size = self._file.seek(0, os.SEEK_END)
+            self._file.seek(0)
+        except Exception:  # noqa: BLE001 - not seekable (a stream): read whole, as small files are
+            return None
+        return size if isinstance(size, int) else None
+
+    def parquet(self, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+        if self._guard is None:
+            return pq.ParquetFile(pa.BufferReader(self.data), read_dictionary=read_dictionary)
+        return pq.ParquetFile(
+            pa.PythonFile(self._guard, mode="r"), read_dictionary=read_dictionary, pre_buffer=False, buffer_size=1 << 20
+        )
+
+    def raise_io_error(self) -> None:
+        """Inside an `except`: raise the I/O error behind the failure, if there was one."""
+        if self._guard is not None and self._guard.error is not None:
+            raise self._guard.error
+
+    def __enter__(self) -> "_TableSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
 
 
 # ---- webdataset tars ------------------------------------------------------------------------------
@@ -124,7 +303,8 @@ def damage_row(name: str, reason: RejectReason) -> RawSample:
 class _TarInfo(tarfile.TarInfo):
     """Logs every header read on its archive. tarfile ends an archive silently at a cut or garbled
     header; with `ignore_zeros` it skips garbage block by block to the next valid header instead, and
-    this log is how the reader still sees, and reports, what was skipped."""
+    this log is how the reader still sees, and reports, what was skipped. A GNU long-name or pax header
+    over MAX_HEADER_BYTES is garbage too: tarfile would read it into memory whole."""
 
     @classmethod
     def fromtarfile(cls, tar):
@@ -146,6 +326,16 @@ class _TarInfo(tarfile.TarInfo):
         log.append(("member", info.offset))
         return info
 
+    def _proc_gnulong(self, tar):
+        if self.size > MAX_HEADER_BYTES:
+            raise tarfile.InvalidHeaderError(f"long-name header of {self.size} bytes")
+        return super()._proc_gnulong(tar)
+
+    def _proc_pax(self, tar):
+        if self.size > MAX_HEADER_BYTES:
+            raise tarfile.InvalidHeaderError(f"pax header of {self.size} bytes")
+        return super()._proc_pax(tar)
+
 
 def _damage_offsets(headers: list[tuple[str, int]]) -> list[int]:
     """Where the header log shows damage: each run of garbage blocks, a header cut short, and an
@@ -164,22 +354,23 @@ class _TarSamples:
     """Groups members into samples by name: a member whose slot (image, caption, json) is already
     filled in the open sample of that name starts a new sample of the same name."""
 
-    def __init__(self, max_member_bytes: int):
+    def __init__(self, max_member_bytes: int, budget: _Budget):
         self.samples: list[RawSample] = []
         self._open: dict[str, RawSample] = {}
         self._reading: RawSample | None = None
         self._damaged_at: set[int] = set()
         self._max_member_bytes = max_member_bytes
+        self._budget = budget
 
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if member.isdir():
             return  # no data: not a sample
-        name = clean_name(member.name) or "?"
-        if name.startswith("./"):
-            name = name[2:]
-        stem, ext = _split_member_name(name)
+        # tarfile's name is the whole name (GNU long name, pax path): split it before it is cleaned and
+        # cut, so that the image and the caption of a long name still make one sample.
+        path = member.name[2:] if member.name.startswith("./") else member.name
+        stem, ext = _split_member_name(path)
         slot = _slot(ext)
-        sample = self._sample_for(stem, slot)
+        sample = self._sample_for(clean_name(stem) or "?", slot)
         if _unsafe_path(member.name):
             _reject(sample, RejectReason.UNSAFE_MEMBER_PATH)
         elif not member.isfile() or member.issparse():
@@ -188,9 +379,13 @@ class _TarSamples:
             return  # a field we do not use (e.g. .cls): its sample is accounted for
         elif member.size > self._max_member_bytes:
             _reject(sample, RejectReason.TOO_LARGE)
+        elif slot == "json" and member.size > MAX_JSON_BYTES:
+            return  # not webdataset's metadata: left unparsed, the sample has no url
+        elif not self._budget.take(member.size):
+            _reject(sample, RejectReason.SHARD_TOO_LARGE)
         else:
             self._reading = sample
-            payload = tar.extractfile(member).read()
+            payload = _read_member(tar, member)
             self._reading = None
             if slot == "image":
                 sample.image = payload
@@ -225,10 +420,23 @@ class _TarSamples:
         return sample
 
 
-def _read_tar(shard: Shard, storage_options: dict) -> list[RawSample]:
-    grouper = _TarSamples(MAX_MEMBER_BYTES)
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, piece: int = 1 << 20) -> bytearray:
+    """A member's bytes, read into one buffer a megabyte at a time (tarfile's own read() of a streamed
+    member joins and slices what it decompressed: two or three copies of a large member at once)."""
+    data = bytearray(member.size)
+    view, source, done = memoryview(data), tar.extractfile(member), 0
+    while done < member.size:
+        got = source.readinto(view[done : done + piece])
+        if not got:
+            raise tarfile.ReadError("unexpected end of data")
+        done += got
+    return data
+
+
+def _read_tar(shard: Shard, storage_options: dict, budget: _Budget) -> list[RawSample]:
+    grouper = _TarSamples(MAX_MEMBER_BYTES, budget)
     unreadable = [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
-    with fsspec.open(shard.url, "rb", **storage_options) as raw:
+    with _open_regular(shard.url, storage_options) as raw:
         try:
             # Streaming mode: no seeks, so it works the same on object stores.
             tar = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_TarInfo, ignore_zeros=True)
@@ -288,36 +496,90 @@ def _url_from_json(payload: bytes) -> str | None:
 
 def _read_bytes(shard: Shard, storage_options: dict) -> bytes:
     # All I/O happens here, so whatever fails while parsing afterwards is damage of the file itself.
-    with fsspec.open(shard.url, "rb", **storage_options) as f:
+    with _open_regular(shard.url, storage_options) as f:
         return f.read()
 
 
-def _read_parquet(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
-    data = _read_bytes(shard, storage_options)
-    try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        names = parquet.schema_arrow.names
-    except Exception:  # noqa: BLE001 - any unparsable footer is the same damage
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    parquet_kind(parquet.schema_arrow, shard.url)  # neither image nor url column: a UserError
-    columns = _table_columns(names)
-    samples: list[RawSample] = []
-    images: list[pa.ChunkedArray] = []
-    position = 0
-    for i in range(parquet.num_row_groups):
-        rows = parquet.metadata.row_group(i).num_rows
+def _read_parquet(shard: Shard, storage_options: dict, budget: _Budget) -> tuple[list[RawSample], pa.ChunkedArray]:
+    with _TableSource(shard.url, storage_options, budget.limit) as source:
         try:
-            table = parquet.read_row_group(i, columns=list(columns.values()), use_threads=False)
-        except Exception:  # noqa: BLE001 - a corrupt page: keep the other row groups
-            # One rejected row per row the footer says the group holds: the funnel still adds up.
-            samples += [damage_row(f"!row-group-{i}-{j}", RejectReason.BROKEN_ROW_GROUP) for j in range(rows)]
-            images.append(_no_images(rows))
-        else:
-            group_samples, group_images = _table_samples(table, columns, position)
-            samples += group_samples
-            images.append(group_images)
-        position += rows
-    return samples, pa.chunked_array([c for chunked in images for c in chunked.chunks], pa.binary())
+            parquet = source.parquet()
+            names = parquet.schema_arrow.names
+        except Exception:  # noqa: BLE001 - any unparsable footer is the same damage
+            source.raise_io_error()
+            return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
+        parquet_kind(parquet.schema_arrow, shard.url)  # neither image nor url column: a UserError
+        columns = _table_columns(names)
+        text_columns = {role: column for role, column in columns.items() if role != "image"}
+        try:
+            # Text read as dictionaries: pyarrow then never checks it is UTF-8 (it does for a column the
+            # writer stored as a dictionary, and raises on a single bad byte): the cleaning decodes it.
+            byte_arrays = [c.path for c in parquet.schema if c.physical_type == "BYTE_ARRAY" and "." not in c.path]
+            dictionaries = [column for column in text_columns.values() if column in byte_arrays]
+            if dictionaries:
+                parquet = source.parquet(read_dictionary=dictionaries)
+        except Exception:  # noqa: BLE001 - the footer read once already: a schema pyarrow cannot map
+            source.raise_io_error()
+        samples: list[RawSample] = []
+        images: list[pa.Array] = []
+        position = 0
+        for i in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(i).num_rows
+            try:
+                # The images first, as read_image_column reads them: both charge the budget alike.
+                group_images, excess_from = _row_group_images(parquet, i, columns.get("image"), rows, budget)
+                table = parquet.read_row_group(i, columns=list(text_columns.values()), use_threads=False)
+                if table.num_rows != rows:
+                    raise ValueError(f"row group {i} holds {table.num_rows} rows, its footer says {rows}")
+            except Exception:  # noqa: BLE001 - a corrupt page: keep the other row groups
+                source.raise_io_error()
+                # One rejected row per row the footer says the group holds: the funnel still adds up.
+                broken = _broken_row_group(i, rows)
+                samples += broken
+                images.append(pa.nulls(len(broken), pa.binary()))
+            else:
+                group_samples = _table_samples(table, text_columns, position, pending="image" not in columns)
+                for sample in group_samples[excess_from:]:
+                    _reject(sample, RejectReason.SHARD_TOO_LARGE)
+                samples += group_samples
+                images += group_images.chunks
+            position += rows
+    return samples, pa.chunked_array(images, pa.binary())
+
+
+def _broken_row_group(index: int, rows: int) -> list[RawSample]:
+    """The rows of an undecodable row group: one per row its footer counts, or one standing for them all
+    when the footer claims more than MAX_DAMAGE_ROWS (a footer of garbage may claim billions)."""
+    if rows > MAX_DAMAGE_ROWS:
+        return [damage_row(f"!row-group-{index}", RejectReason.BROKEN_ROW_GROUP)]
+    return [damage_row(f"!row-group-{index}-{j}", RejectReason.BROKEN_ROW_GROUP) for j in range(rows)]
+
+
+def _row_group_images(
+    parquet: pq.ParquetFile, index: int, column: str | None, rows: int, budget: _Budget
+) -> tuple[pa.ChunkedArray, int]:
+    """A row group's image bytes (null past the budget) and the first row past it (`rows` if none).
+    The column is read IMAGE_BATCH_ROWS rows at a time and stops at the first image that does not fit:
+    what is past the cap is never read into memory."""
+    if column is None:
+        return _no_images(rows), rows
+    if budget.full:
+        return _no_images(rows), 0
+    chunks: list[pa.Array] = []
+    seen = 0
+    for batch in parquet.iter_batches(
+        batch_size=IMAGE_BATCH_ROWS, row_groups=[index], columns=[column], use_threads=False
+    ):
+        values = image_values(batch.column(0))
+        lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False)
+        fits = next((j for j, size in enumerate(lengths.tolist()) if not budget.take(size)), len(values))
+        chunks += values.slice(0, fits).chunks
+        if fits < len(values):
+            return pa.chunked_array([*chunks, pa.nulls(rows - seen - fits, pa.binary())], pa.binary()), seen + fits
+        seen += len(values)
+    if seen != rows:
+        raise ValueError(f"row group {index} holds {seen} images, its footer says {rows} rows")
+    return pa.chunked_array(chunks, pa.binary()), rows
 
 
 def _read_url_table(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
@@ -347,8 +609,11 @@ def _read_url_table(shard: Shard, storage_options: dict) -> tuple[list[RawSample
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
     parquet_kind(table.schema, shard.url)
+    columns = _table_columns(table.column_names)
+    pending = "image" not in columns
+    samples = _table_samples(table, columns, 0, pending)
+    images = _no_images(table.num_rows) if pending else image_values(table.column(columns["image"]))
     # CSV cannot tell an empty cell from a missing one: an empty caption is missing (and never fetched).
-    samples, images = _table_samples(table, _table_columns(table.column_names), 0)
     for sample in samples:
         if sample.caption == b"":
             sample.caption = None
@@ -366,27 +631,74 @@ def _table_columns(names: list[str]) -> dict[str, str]:
     return {role: column for role, column in found.items() if column}
 
 
-def _table_samples(table: pa.Table, columns: dict[str, str], position: int) -> tuple[list[RawSample], pa.ChunkedArray]:
-    """The samples of a table's rows (without their image bytes) and the image bytes, one per row."""
+def _table_samples(table: pa.Table, columns: dict[str, str], position: int, pending: bool) -> list[RawSample]:
+    """The samples of a table's rows, without their image bytes; `pending`: URL-list rows."""
     n = table.num_rows
-    values = {role: table.column(col).to_pylist() for role, col in columns.items() if role != "image"}
+    values = {
+        role: _cells(table.column(col), numbers=role == "key") for role, col in columns.items() if role != "image"
+    }
     empty = [None] * n
     captions, urls, keys = values.get("caption", empty), values.get("url", empty), values.get("key", empty)
-    pending = "image" not in columns
     samples = []
     for i in range(n):
         url = clean_url(urls[i])
         name = clean_name(keys[i]) or (url_name(url) if url else f"row{position + i:09d}")
         samples.append(RawSample(name=name, caption=captions[i], url=url, pending_download=pending))
-    return samples, _no_images(n) if pending else image_values(table.column(columns["image"]))
+    return samples
+
+
+def _cells(column: pa.ChunkedArray, numbers: bool = False) -> list:
+    """A column's values for the row-by-row work: text as bytes (a string column may hold invalid UTF-8,
+    which `to_pylist` would raise on: the cleaning decodes it with replacement characters), numbers where
+    `numbers`, and None for any other type (lists, structs, dates: no text)."""
+    kind = column.type
+    try:
+        if pa.types.is_dictionary(kind):
+            column, kind = column.cast(kind.value_type), kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_string_view(kind):
+            column = column.cast(pa.binary())
+        elif pa.types.is_large_string(kind):
+            column = column.cast(pa.large_binary())
+        elif not (_is_binary(kind) or (numbers and (pa.types.is_integer(kind) or pa.types.is_floating(kind)))):
+            return [None] * len(column)
+        return column.to_pylist()
+    except (pa.ArrowException, ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
+        return [None] * len(column)
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return any(
+        is_type(kind)
+        for is_type in (
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_fixed_size_binary,
+            pa.types.is_binary_view,
+        )
+    )
 
 
 # ---- values -----------------------------------------------------------------------------------------
 
+# Lone surrogates other than surrogateescape's (U+DC80-U+DCFF, which stand for undecodable bytes).
+_FOREIGN_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: the bytes a surrogateescape'd name stands for decoded with replacement
+    characters, any other lone surrogate ("\\ud800" from JSON) replaced; Arrow and UTF-8 encoders raise on
+    surrogates."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        text = _FOREIGN_SURROGATES.sub("\ufffd", text)
+        return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
 
 def _text(value: object) -> str | None:
     if isinstance(value, str):
-        return value
+        return valid_text(value)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     return None
@@ -399,7 +711,6 @@ def clean_name(value: object) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    text = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
     text = _CONTROL.sub("?", text)
     if len(text) > MAX_NAME_CHARS:
         text = f"{text[: MAX_NAME_CHARS // 2]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -409,7 +720,7 @@ def clean_name(value: object) -> str | None:
 def clean_url(value: object) -> str | None:
     text = _text(value)
     text = text.strip() if text is not None else None
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace") if text else None
+    return text or None
 
 
 def url_name(url: str) -> str:
@@ -428,16 +739,17 @@ def clean_caption(value: object) -> tuple[str | None, RejectReason | None]:
     return text, None
 
 
-def image_values(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def image_values(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     """A table's image cells as binary, with no row-by-row work (a shard's image bytes are hundreds of
     megabytes): binary cells as they are, a Hugging Face image struct {"bytes": ..., "path": ...} by its
     bytes; cells of any other type (text, numbers) hold no image bytes."""
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column], column.type)
     if pa.types.is_struct(column.type):
         if column.type.get_field_index("bytes") < 0:
             return _no_images(len(column))
         column = pc.struct_field(column, "bytes")
-    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary, pa.types.is_binary_view)
-    if not any(is_type(column.type) for is_type in binary):
+    if not _is_binary(column.type):
         return _no_images(len(column))
     return column.cast(pa.binary())
 
@@ -462,11 +774,26 @@ def unique_key(key: str, seen: set[str]) -> tuple[str, bool]:
     return key, True
 
 
+def _image_chunks(samples: list[RawSample], chunk_bytes: int = 64 << 20) -> pa.ChunkedArray:
+    """The samples' image bytes as Arrow chunks of about `chunk_bytes`, each sample's Python bytes let go
+    once copied: the shard's images are in memory once, plus a chunk, not twice."""
+    chunks, pending, size = [], [], 0
+    for sample in samples:
+        pending.append(sample.image)
+        size += len(sample.image or b"")
+        sample.image = None
+        if size >= chunk_bytes:
+            chunks.append(pa.array(pending, pa.binary()))
+            pending, size = [], 0
+    chunks.append(pa.array(pending, pa.binary()))
+    return pa.chunked_array(chunks, pa.binary())
+
+
 def _to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
     """The raw table of a shard's samples; `images` holds their image bytes (one per sample) where
     they came from a table rather than from the samples themselves."""
     if images is None:
-        images = pa.chunked_array([pa.array([sample.image for sample in samples], pa.binary())])
+        images = _image_chunks(samples)
     has_image = images.is_valid().to_numpy(zero_copy_only=False) if samples else []
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names if name != "image"}
     seen: set[str] = set()

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from curation.config import load_config
-from curation.dedup.decisions import DECISION_SCHEMA
 from curation.errors import UserError
 from curation.io.readers import read_image_column
 from curation.io.sources import list_shards
@@ -134,7 +133,7 @@ def scored_job(tmp_path, images: list[bytes]):
         }
     )
     paths.work.write_bytes(pq_bytes(conform(table, record_schema(16))), paths.scored_name(shard.shard_id))
-    paths.work.write_bytes(pq_bytes(decisions_table([DECISION_SCHEMA.empty_table()])), "decisions.parquet")
+    paths.work.write_bytes(pq_bytes(decisions_table([])), "decisions.parquet")
     return shard, paths, source / "00000.parquet"
 
 
