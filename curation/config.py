@@ -290,10 +290,56 @@ class ImageFilterConfig(_Section):
     seed: int = 0
 
 
+class ResizeConfig(_Section):
+    """Images resized for the exports (webdataset), as img2dataset resizes them; kept/ keeps the originals."""
+
+    mode: Literal["keep_ratio", "center_crop", "border"] = Field(
+        description="keep_ratio: the short side to size; center_crop: the short side to size, then the centre "
+        "size x size; border: the long side to size, then white borders to size x size."
+    )
+    size: int = Field(ge=1, description="Pixels (img2dataset's image_size; training sets use 256-512).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG / WebP quality of the re-encoded images.")
+    format: Literal["jpg", "png", "webp"] = Field("jpg", description="Encoding of the resized images.")
+    only_if_bigger: bool = Field(False, description="Leave images that are already small enough as they are.")
+
+
+OUTPUT_FORMATS = ("parquet", "webdataset")
+
+
 class OutputConfig(_Section):
     keep_images: bool = Field(True, description="Keep image bytes in kept/ and rejected/.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(1024, ge=1)
+    formats: tuple[Literal[OUTPUT_FORMATS], ...] = Field(
+        ("parquet",),
+        description="parquet: kept/ and rejected/ (always written); webdataset: also <output>/webdataset/, the kept "
+        "rows as img2dataset-style tars a trainer reads (docs/export.md).",
+    )
+    embeddings: Literal["npy"] | None = Field(
+        None, description="npy: also <output>/embeddings/, the kept rows' embeddings in clip-retrieval's layout."
+    )
+    shard_rows: int = Field(10_000, ge=1, description="Rows per export shard (tar, embedding file).")
+    shard_mb: float | None = Field(
+        None, gt=0, description="Also close a tar before it passes this many MB (webdataset)."
+    )
+    resize: ResizeConfig | None = Field(None, description="Resize the exported images (not kept/).")
+
+    @field_validator("formats")
+    @classmethod
+    def _parquet_first(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        if "parquet" not in formats:
+            raise ValueError(
+                "must include parquet: kept/ and rejected/ are the job's record, the other formats are made from them"
+            )
+        if len(set(formats)) != len(formats):
+            raise ValueError("lists a format twice")
+        return formats
+
+    @model_validator(mode="after")
+    def _images_for_webdataset(self) -> "OutputConfig":
+        if "webdataset" in self.formats and not self.keep_images:
+            raise ValueError("formats: webdataset needs the images: set keep_images: true")
+        return self
 
 
 class Config(_Section):
