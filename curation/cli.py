@@ -430,6 +430,57 @@ def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
     click.echo(f"wrote {write_report(output, out_file, max_rows=max_rows)}")
 
 
+@main.command("export")
+@click.argument("output", metavar="OUTPUT")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["webdataset", "embeddings"]),
+    help="webdataset: img2dataset-style tars (open_clip's trainer reads them); embeddings: clip-retrieval's .npy.",
+)
+@click.option("--to", "to_url", default=None, help="Folder or URL to write (default: OUTPUT/<format>/).")
+@click.option(
+    "--resize",
+    type=click.Choice(["keep_ratio", "center_crop", "border"]),
+    default=None,
+    help="Resize the exported images as img2dataset does (needs --size).",
+)
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Pixels for --resize.")
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality for --resize (95).")
+@click.option("--image-format", type=click.Choice(["jpg", "png", "webp"]), default=None, help="For --resize (jpg).")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=None, help="Rows per shard (default: the run's).")
+@click.option("--shard-mb", type=click.FloatRange(min=0, min_open=True), default=None, help="Also cap a tar's MB.")
+@click.option("--address", default=None, help="Ray cluster address (else RAY_ADDRESS or a local Ray).")
+def export_cmd(
+    output: str,
+    fmt: str,
+    to_url: str | None,
+    resize: str | None,
+    size: int | None,
+    quality: int | None,
+    image_format: str | None,
+    shard_rows: int | None,
+    shard_mb: float | None,
+    address: str | None,
+) -> None:
+    """Write training-ready files from a finished output's kept/ rows (docs/export.md)."""
+    if (resize is None) != (size is None):
+        raise UserError("--resize and --size go together: e.g. --resize center_crop --size 256")
+    if resize is None and (quality is not None or image_format is not None):
+        raise UserError("--quality and --image-format apply to resized images: give --resize and --size too")
+    overrides: dict = {}
+    if resize is not None:
+        overrides["resize"] = {"mode": resize, "size": size, "quality": quality or 95, "format": image_format or "jpg"}
+    if shard_rows is not None:
+        overrides["shard_rows"] = shard_rows
+    if shard_mb is not None:
+        overrides["shard_mb"] = shard_mb
+    from curation.runner import export_output
+
+    export_output(output, fmt, overrides, to_url, address, log=click.echo)
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks: figures and ratios measured in one run; the last line printed is JSON."""

@@ -1,5 +1,5 @@
-"""Image helpers shared by the stages and the lab: open untrusted bytes with limits, EXIF orientation,
-RGB conversion, pHash, and model-ready pixels.
+"""Image helpers shared by the stages, the exports and the lab: open untrusted bytes with limits, EXIF
+orientation, RGB conversion, pHash, model-ready pixels, and images resized for an export.
 
 Untrusted bytes: PIL's decompression-bomb guard is enforced with our own limit, every decoding error
 becomes a reject reason, and only the web's raster formats are opened (never EPS, which PIL hands to
@@ -248,3 +248,93 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+# ---- exports: images as a trainer reads them ---------------------------------------------------------
+
+EXPORT_EXTENSIONS = ("jpg", "png", "webp")  # what open_clip's and img2dataset's loaders take
+_PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class ExportedImage:
+    data: bytes
+    ext: str  # jpg | png | webp
+    size: tuple[int, int] | None  # (width, height) when the pixels changed; None: the original bytes
+
+
+def image_extension(data: bytes) -> str | None:
+    """jpg, png or webp for bytes with that format's signature, else None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def export_image(
+    data: bytes,
+    *,
+    mode: str | None = None,
+    size: int = 0,
+    fmt: str = "jpg",
+    quality: int = 95,
+    only_if_bigger: bool = False,
+) -> ExportedImage:
+    """An image for an export. Without `mode`, JPEG, PNG and WebP bytes are passed through untouched and
+    other formats (GIF, BMP, TIFF, AVIF) become PNG, losslessly. With `mode`, img2dataset's resizing:
+    keep_ratio (the short side to `size`), center_crop (the short side to `size`, then the centre square)
+    or border (the long side to `size`, then white borders to a square); upright (EXIF), transparency
+    flattened on white, encoded as `fmt`. Deterministic: the same bytes and settings give the same bytes."""
+    ext = image_extension(data)
+    if mode is None and ext is not None:
+        return ExportedImage(data=data, ext=ext, size=None)
+    with quiet_warnings:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        image.load()
+        image = _flattened(upright(image))
+        if mode is not None:
+            image = _resized(image, mode, size, only_if_bigger)
+        else:
+            fmt = "png"
+        out = io.BytesIO()
+        options = {"quality": quality} if fmt in ("jpg", "webp") else {}
+        image.save(out, _PIL_FORMATS[fmt], **options)
+    return ExportedImage(data=out.getvalue(), ext=fmt, size=image.size)
+
+
+def _flattened(image: Image.Image) -> Image.Image:
+    """RGB; an image with transparency is put on white first (as img2dataset does)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return to_rgb(image)
+
+
+def _resized(image: Image.Image, mode: str, size: int, only_if_bigger: bool) -> Image.Image:
+    width, height = image.size
+    side = max(width, height) if mode == "border" else min(width, height)
+    if only_if_bigger and side <= size:
+        return image
+    scale = size / side
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if mode == "border":  # exactly `size` along the long side
+        target = (size, target[1]) if width >= height else (target[0], size)
+    else:  # exactly `size` along the short side
+        target = (size, target[1]) if width <= height else (target[0], size)
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.LANCZOS)
+    if mode == "center_crop":
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    elif mode == "border":
+        canvas = Image.new("RGB", (size, size), _WHITE)
+        canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+        image = canvas
+    return image

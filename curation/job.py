@@ -28,6 +28,7 @@ from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.domain import outside_domain_rows
 from curation.errors import UserError
+from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer, read_parquet
 from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
 from curation.io.sources import Shard
@@ -184,6 +185,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     result = {"shard_id": shard_id, "rows": table.num_rows, "reasons": {}}
     for status in Status:
         part = table.filter(pc.equal(table.column("status"), status.value))
+        part = huggingface.with_features(part, decode_images=status is Status.KEPT)  # PIL images in datasets
         data = parquet_buffer(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
         result[status.value] = part.num_rows
         result[f"{status.value}_sha256"] = paths.out.write_bytes(data, status.value, f"part-{shard_id}.parquet")

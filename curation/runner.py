@@ -3,7 +3,8 @@
 Phase 1 (score) streams input shards through read+decode+basic tasks, an embedding actor pool and
 a commit task, one Ray block per input shard, skipping shards already committed. Phase 2 (dedup)
 reads only the small columns of the scored shards and groups them by hash. Phase 3 (write) turns
-each scored shard plus the decisions into kept/ and rejected/ files; then the manifest; then _SUCCESS.
+each scored shard plus the decisions into kept/ and rejected/ files; then the exports output.formats
+and output.embeddings ask for (curation/io/sinks: one task per output shard); then the manifest; then _SUCCESS.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def run_job(
     t = time.time()
     results = _survive_node_loss(lambda: _write(shards, cfg, paths, clip_threshold), log)
     timings["write_s"] = round(time.time() - t, 3)
+    t = time.time()
+    exports = _survive_node_loss(lambda: _export(cfg, output_url, results, log), log)
+    timings["export_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
     manifest = job_manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
@@ -141,6 +145,7 @@ def run_job(
         if clip_threshold is not None and math.isfinite(clip_threshold)
         else None,
     }
+    manifest["exports"] = exports
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     _write_report(output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
@@ -647,6 +652,74 @@ def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: fl
     if failed:
         raise UserError(failed[0])
     return sorted(results, key=lambda r: r["shard_id"])
+
+
+# ---- exports: webdataset tars and embedding files written from kept/ (curation/io/sinks) ---------------
+
+
+def _export(cfg: Config, output_url: str, results: list[dict], log) -> list[dict]:
+    """The formats output.formats and output.embeddings ask for, besides kept/ and rejected/."""
+    from curation.io import sinks
+
+    settings, files = sinks.ExportSettings.of(cfg.output), sinks.kept_files(results)
+    summaries = []
+    for fmt in sinks.job_formats(cfg.output):
+        summaries.append(sinks.export(output_url, fmt, files, settings, _map_in_order))
+        log(sinks.describe(summaries[-1]))
+    return summaries
+
+
+def export_output(
+    output_url: str,
+    fmt: str,
+    overrides: dict | None = None,
+    to_url: str | None = None,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`curate export`: write `fmt` from a finished output's kept/, with the run's output settings
+    (shard_rows, shard_mb, resize) where `overrides` gives none; returns the sink's summary."""
+    from curation.config import load_config
+    from curation.io import sinks
+    from curation.io.commit import Location
+
+    out = Location.of(output_url)
+    if not out.exists("_SUCCESS"):
+        raise UserError(
+            f"{output_url} holds no finished output (no _SUCCESS): point at the --output of a completed run"
+        )
+    manifest = json.loads(out.read_bytes("_manifest.json"))
+    run_output = manifest.get("config", {}).get("output", {})
+    section = {k: run_output[k] for k in ("shard_rows", "shard_mb", "resize") if k in run_output}
+    section.update(overrides or {})
+    settings = [f"output.{key}={json.dumps(value)}" for key, value in section.items()]
+    cfg = load_config(None, [*settings, *([f"run.address={address}"] if address else [])])
+    _init_ray(cfg)
+    files, export_settings = sinks.kept_files(manifest["shards"]), sinks.ExportSettings.of(cfg.output)
+    summary = _survive_node_loss(
+        lambda: sinks.export(output_url, fmt, files, export_settings, _map_in_order, to_url), log
+    )
+    log(sinks.describe(summary))
+    return summary
+
+
+@ray.remote(num_cpus=1)
+def _call(fn: Callable, item):
+    return fn(item)
+
+
+def _map_in_order(fn: Callable, items: list):
+    """`fn` over `items` as Ray tasks, two per CPU of the cluster in flight; yields results in item order
+    (so a caller holds only the results it has not used yet)."""
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    fn_ref = ray.put(fn)
+    pending: list = []
+    for item in items:
+        pending.append(_call.options(scheduling_strategy="SPREAD").remote(fn_ref, item))
+        if len(pending) >= window:
+            yield ray.get(pending.pop(0))
+    while pending:
+        yield ray.get(pending.pop(0))
 
 
 def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> dict | None:

@@ -147,7 +147,7 @@ _CORE_FIELDS = [
     pa.field("source", pa.string()),
     pa.field("url", pa.string()),
     pa.field("caption", pa.string()),
-    pa.field("image", pa.binary()),
+    pa.field("image", pa.binary()),  # kept/ and rejected/ store it as HF's {bytes, path} (io/huggingface.py)
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("sha256", pa.string()),

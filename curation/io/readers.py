@@ -1,4 +1,5 @@
-"""Read one input shard into an Arrow table of raw records (key, source, url, caption, image).
+"""Read one input shard into an Arrow table of raw records (key, source, url, caption, image): each input
+format (a plug-in under curation/io/formats/) finds its samples; what they share is here.
 
 Every sample found becomes a row, also an incomplete, damaged or hostile one: it is rejected here with a
 reason, never dropped. Nothing is ever extracted to disk and no path is built from a member name.
@@ -53,18 +54,15 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
 import stat
-import tarfile
 from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
@@ -74,11 +72,8 @@ from curation.errors import UserError
 from curation.io.sources import (
     URL_COLUMN,
     Shard,
-    header_columns,
     image_column,
     not_regular,
-    parquet_kind,
-    url_list_delimiter,
 )
 from curation.schema import RejectReason, Stage, Status
 
@@ -101,17 +96,13 @@ READ_REASONS = (
     RejectReason.TOO_LARGE,
     RejectReason.SHARD_TOO_LARGE,
 )
-MAX_MEMBER_BYTES = 256 << 20
 MAX_SHARD_BYTES = InputConfig.model_fields["max_shard_bytes"].default
-MAX_JSON_BYTES = 1 << 20  # webdataset's .json holds a few hundred bytes of metadata
-MAX_HEADER_BYTES = 1 << 20  # a GNU long name or a pax header: a path, a few records
 MAX_NAME_CHARS = 256
 IMAGE_BATCH_ROWS = 64  # a Parquet image column is read this many rows at a time, against the cap
 MAX_DAMAGE_ROWS = 1 << 20  # a broken row group claiming more rows is one row (its footer may lie)
 DUPLICATE_SUFFIX = "~dup"
 UNREADABLE_NAME = "!unreadable"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TAR_DAMAGE = (tarfile.TarError, EOFError)
 
 RAW_SCHEMA = pa.schema(
     [
@@ -141,37 +132,24 @@ class RawSample:
 
 
 def read_shard(shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES) -> pa.Table:
-    storage_options = storage_options or {}
-    budget = _Budget(max_shard_bytes)
-    if shard.format == "webdataset":
-        return _to_table(shard, _read_tar(shard, storage_options, budget))
-    if shard.url.endswith(".parquet"):
-        return _to_table(shard, *_read_parquet(shard, storage_options, budget))
-    return _to_table(shard, *_read_url_table(shard, storage_options))
+    """One shard's raw table, read by its input format (curation/io/formats/)."""
+    from curation.io.formats import FORMATS
+
+    samples, images = FORMATS[shard.format].read(shard, storage_options or {}, Budget(max_shard_bytes))
+    return to_table(shard, samples, images)
 
 
 def read_image_column(
     shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES
 ) -> pa.ChunkedArray:
     """The image bytes a shard holds, one value per row, for the write phase (which matches them by
-    hash): of a Parquet shard only its image column is read, with no row-by-row work, under the same
-    `max_shard_bytes` as `read_shard` (so the same rows have bytes); other shards, and Parquet files
-    that fail so (a corrupt row group), are read whole."""
-    storage_options = storage_options or {}
-    if shard.format != "webdataset" and shard.url.endswith(".parquet"):
-        with _TableSource(shard.url, storage_options, max_shard_bytes) as source:
-            try:
-                parquet = source.parquet()
-                column = image_column(parquet.schema_arrow.names)
-                if column is not None:
-                    budget, chunks = _Budget(max_shard_bytes), []
-                    for i in range(parquet.num_row_groups):
-                        rows = parquet.metadata.row_group(i).num_rows
-                        chunks += _row_group_images(parquet, i, column, rows, budget)[0].chunks
-                    return pa.chunked_array(chunks, pa.binary())
-            except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
-                source.raise_io_error()
-    return read_shard(shard, storage_options, max_shard_bytes).column("image")
+    hash): only the image column where the format can read it alone (Parquet), under the same
+    `max_shard_bytes` as `read_shard` (so the same rows have bytes); else the shard read whole."""
+    from curation.io.formats import FORMATS
+
+    read_images = getattr(FORMATS[shard.format], "read_images", None)
+    images = read_images(shard, storage_options or {}, max_shard_bytes) if read_images else None
+    return images if images is not None else read_shard(shard, storage_options, max_shard_bytes).column("image")
 
 
 def damage_row(name: str, reason: RejectReason) -> RawSample:
@@ -179,7 +157,7 @@ def damage_row(name: str, reason: RejectReason) -> RawSample:
 
 
 @dataclass
-class _Budget:
+class Budget:
     """The bytes a shard may still bring into memory. Once one value does not fit, none does: the rows
     past the cap are the shard's last ones, whatever their sizes."""
 
@@ -201,7 +179,7 @@ class _Budget:
 # ---- opening shard files ----------------------------------------------------------------------------
 
 
-def _open_regular(url: str, storage_options: dict):
+def open_regular(url: str, storage_options: dict):
     """The shard file opened for reading. A local path must name a regular file (or a link to one): a
     FIFO would block forever on open and a device (/dev/zero) never ends, so either is a UserError. It
     is opened non-blocking and checked on the open descriptor, so no FIFO can block here."""
@@ -220,7 +198,7 @@ def _open_regular(url: str, storage_options: dict):
         raise
 
 
-class _GuardedFile:
+class GuardedFile:
     """A file handed to pyarrow that remembers its I/O errors: pyarrow raises them as it raises damage
     (OSError), and an I/O error must reach the runner (retried), never become rejected rows."""
 
@@ -255,20 +233,20 @@ class _GuardedFile:
         self.closed = True
 
 
-class _TableSource:
+class TableSource:
     """A Parquet or CSV shard: its bytes read whole when the file is no larger than `max_bytes` (all the
     I/O happens here, so whatever fails while parsing is damage of the file itself); a larger Parquet is
-    read from the file as pyarrow needs it, page by page, with its I/O errors told apart (_GuardedFile)."""
+    read from the file as pyarrow needs it, page by page, with its I/O errors told apart (GuardedFile)."""
 
     def __init__(self, url: str, storage_options: dict, max_bytes: int):
-        self._file = _open_regular(url, storage_options)
-        self._guard: _GuardedFile | None = None
+        self._file = open_regular(url, storage_options)
+        self._guard: GuardedFile | None = None
         size = self._size()
         if size is None or size <= max_bytes:
             self.data: bytes | None = self._file.read()
         else:
             self.data = None
-            self._guard = _GuardedFile(self._file)
+            self._guard = GuardedFile(self._file)
 
     def _size(self) -> int | None:
         try:
@@ -290,337 +268,28 @@ class _TableSource:
         if self._guard is not None and self._guard.error is not None:
             raise self._guard.error
 
-    def __enter__(self) -> "_TableSource":
+    def __enter__(self) -> "TableSource":
         return self
 
     def __exit__(self, *exc) -> None:
         self._file.close()
 
 
-# ---- webdataset tars ------------------------------------------------------------------------------
+def read_file_bytes(shard: Shard, storage_options: dict) -> bytes:
+    # All I/O happens here, so whatever fails while parsing afterwards is damage of the file itself.
+    with open_regular(shard.url, storage_options) as f:
+        return f.read()
 
 
-class _TarInfo(tarfile.TarInfo):
-    """Logs every header read on its archive. tarfile ends an archive silently at a cut or garbled
-    header; with `ignore_zeros` it skips garbage block by block to the next valid header instead, and
-    this log is how the reader still sees, and reports, what was skipped. A GNU long-name or pax header
-    over MAX_HEADER_BYTES is garbage too: tarfile would read it into memory whole."""
-
-    @classmethod
-    def fromtarfile(cls, tar):
-        log = tar.__dict__.setdefault("curation_headers", [])
-        try:
-            info = super().fromtarfile(tar)
-        except tarfile.EOFHeaderError:
-            log.append(("zero", tar.offset))
-            raise
-        except tarfile.InvalidHeaderError:
-            log.append(("invalid", tar.offset))
-            raise
-        except tarfile.TruncatedHeaderError:
-            log.append(("truncated", tar.offset))
-            raise
-        except tarfile.EmptyHeaderError:
-            log.append(("eof", tar.offset))
-            raise
-        log.append(("member", info.offset))
-        return info
-
-    def _proc_gnulong(self, tar):
-        if self.size > MAX_HEADER_BYTES:
-            raise tarfile.InvalidHeaderError(f"long-name header of {self.size} bytes")
-        return super()._proc_gnulong(tar)
-
-    def _proc_pax(self, tar):
-        if self.size > MAX_HEADER_BYTES:
-            raise tarfile.InvalidHeaderError(f"pax header of {self.size} bytes")
-        return super()._proc_pax(tar)
-
-
-def _damage_offsets(headers: list[tuple[str, int]]) -> list[int]:
-    """Where the header log shows damage: each run of garbage blocks, a header cut short, and an
-    archive that stops right after a member (no end-of-archive zero block: it was cut there)."""
-    offsets, previous = [], None
-    for kind, offset in headers:
-        if kind in ("invalid", "truncated") and previous != "invalid":
-            offsets.append(offset)
-        elif kind == "eof" and previous == "member":
-            offsets.append(offset)
-        previous = kind
-    return offsets
-
-
-class _TarSamples:
-    """Groups members into samples by name: a member whose slot (image, caption, json) is already
-    filled in the open sample of that name starts a new sample of the same name."""
-
-    def __init__(self, max_member_bytes: int, budget: _Budget):
-        self.samples: list[RawSample] = []
-        self._open: dict[str, RawSample] = {}
-        self._reading: RawSample | None = None
-        self._damaged_at: set[int] = set()
-        self._max_member_bytes = max_member_bytes
-        self._budget = budget
-
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        if member.isdir():
-            return  # no data: not a sample
-        # tarfile's name is the whole name (GNU long name, pax path): split it before it is cleaned and
-        # cut, so that the image and the caption of a long name still make one sample.
-        path = member.name[2:] if member.name.startswith("./") else member.name
-        stem, ext = _split_member_name(path)
-        slot = _slot(ext)
-        sample = self._sample_for(clean_name(stem) or "?", slot)
-        if _unsafe_path(member.name):
-            _reject(sample, RejectReason.UNSAFE_MEMBER_PATH)
-        elif not member.isfile() or member.issparse():
-            _reject(sample, RejectReason.UNSUPPORTED_TAR_MEMBER)
-        elif slot is None:
-            return  # a field we do not use (e.g. .cls): its sample is accounted for
-        elif member.size > self._max_member_bytes:
-            _reject(sample, RejectReason.TOO_LARGE)
-        elif slot == "json" and member.size > MAX_JSON_BYTES:
-            return  # not webdataset's metadata: left unparsed, the sample has no url
-        elif not self._budget.take(member.size):
-            _reject(sample, RejectReason.SHARD_TOO_LARGE)
-        else:
-            self._reading = sample
-            payload = _read_member(tar, member)
-            self._reading = None
-            if slot == "image":
-                sample.image = payload
-            elif slot == "caption":
-                sample.caption = payload
-            else:
-                sample.url = _url_from_json(payload)
-
-    def broken(self, offset: int) -> None:
-        """Reading stopped on damage: the sample being read, or a row for the break, is broken."""
-        if self._reading is not None:
-            _reject(self._reading, RejectReason.BROKEN_TAR_MEMBER)
-        else:
-            self.damaged_at(offset)
-
-    def damaged_at(self, offset: int) -> None:
-        if offset not in self._damaged_at:
-            self._damaged_at.add(offset)
-            self.samples.append(damage_row(f"!damage@{offset}", RejectReason.BROKEN_TAR_MEMBER))
-
-    def found_nothing(self) -> bool:
-        return len(self.samples) == len(self._damaged_at)
-
-    def _sample_for(self, stem: str, slot: str | None) -> RawSample:
-        sample = self._open.get(stem)
-        if sample is None or (slot is not None and slot in sample.slots):
-            sample = RawSample(name=stem)
-            self.samples.append(sample)
-            self._open[stem] = sample
-        if slot is not None:
-            sample.slots.add(slot)
-        return sample
-
-
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, piece: int = 1 << 20) -> bytearray:
-    """A member's bytes, read into one buffer a megabyte at a time (tarfile's own read() of a streamed
-    member joins and slices what it decompressed: two or three copies of a large member at once)."""
-    data = bytearray(member.size)
-    view, source, done = memoryview(data), tar.extractfile(member), 0
-    while done < member.size:
-        got = source.readinto(view[done : done + piece])
-        if not got:
-            raise tarfile.ReadError("unexpected end of data")
-        done += got
-    return data
-
-
-def _read_tar(shard: Shard, storage_options: dict, budget: _Budget) -> list[RawSample]:
-    grouper = _TarSamples(MAX_MEMBER_BYTES, budget)
-    unreadable = [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
-    with _open_regular(shard.url, storage_options) as raw:
-        try:
-            # Streaming mode: no seeks, so it works the same on object stores.
-            tar = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_TarInfo, ignore_zeros=True)
-        except _TAR_DAMAGE:
-            return unreadable
-        with tar:
-            try:
-                for member in tar:
-                    grouper.add(tar, member)
-            except _TAR_DAMAGE:
-                grouper.broken(tar.offset)
-            for offset in _damage_offsets(tar.__dict__.get("curation_headers", [])):
-                grouper.damaged_at(offset)
-    if grouper.found_nothing() and grouper.samples:
-        return unreadable  # damage and not one member: not a tar at all
-    return grouper.samples
-
-
-def _split_member_name(name: str) -> tuple[str, str]:
-    """webdataset's split: the key is the path up to the first dot of the file name."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not stem:  # ".hidden": no key before the dot
-        stem, ext = base, ""
-    return (f"{folder}/{stem}" if folder else stem), ext.lower()
-
-
-def _slot(ext: str) -> str | None:
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in CAPTION_EXTENSIONS:
-        return "caption"
-    if ext == "json":
-        return "json"
-    return None
-
-
-def _unsafe_path(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/")
-
-
-def _reject(sample: RawSample, reason: RejectReason) -> None:
+def reject_sample(sample: RawSample, reason: RejectReason) -> None:
     if sample.reason is None:
         sample.reason = reason
 
 
-def _url_from_json(payload: bytes) -> str | None:
-    try:
-        meta = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return clean_url(meta.get("url")) if isinstance(meta, dict) else None
+# ---- tables: the rows of a Parquet or CSV file ------------------------------------------------------
 
 
-# ---- tables: Parquet (image bytes or URL list) and CSV/TSV URL lists ------------------------------
-
-
-def _read_bytes(shard: Shard, storage_options: dict) -> bytes:
-    # All I/O happens here, so whatever fails while parsing afterwards is damage of the file itself.
-    with _open_regular(shard.url, storage_options) as f:
-        return f.read()
-
-
-def _read_parquet(shard: Shard, storage_options: dict, budget: _Budget) -> tuple[list[RawSample], pa.ChunkedArray]:
-    with _TableSource(shard.url, storage_options, budget.limit) as source:
-        try:
-            parquet = source.parquet()
-            names = parquet.schema_arrow.names
-        except Exception:  # noqa: BLE001 - any unparsable footer is the same damage
-            source.raise_io_error()
-            return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-        parquet_kind(parquet.schema_arrow, shard.url)  # neither image nor url column: a UserError
-        columns = _table_columns(names)
-        text_columns = {role: column for role, column in columns.items() if role != "image"}
-        try:
-            # Text read as dictionaries: pyarrow then never checks it is UTF-8 (it does for a column the
-            # writer stored as a dictionary, and raises on a single bad byte): the cleaning decodes it.
-            byte_arrays = [c.path for c in parquet.schema if c.physical_type == "BYTE_ARRAY" and "." not in c.path]
-            dictionaries = [column for column in text_columns.values() if column in byte_arrays]
-            if dictionaries:
-                parquet = source.parquet(read_dictionary=dictionaries)
-        except Exception:  # noqa: BLE001 - the footer read once already: a schema pyarrow cannot map
-            source.raise_io_error()
-        samples: list[RawSample] = []
-        images: list[pa.Array] = []
-        position = 0
-        for i in range(parquet.num_row_groups):
-            rows = parquet.metadata.row_group(i).num_rows
-            try:
-                # The images first, as read_image_column reads them: both charge the budget alike.
-                group_images, excess_from = _row_group_images(parquet, i, columns.get("image"), rows, budget)
-                table = parquet.read_row_group(i, columns=list(text_columns.values()), use_threads=False)
-                if table.num_rows != rows:
-                    raise ValueError(f"row group {i} holds {table.num_rows} rows, its footer says {rows}")
-            except Exception:  # noqa: BLE001 - a corrupt page: keep the other row groups
-                source.raise_io_error()
-                # One rejected row per row the footer says the group holds: the funnel still adds up.
-                broken = _broken_row_group(i, rows)
-                samples += broken
-                images.append(pa.nulls(len(broken), pa.binary()))
-            else:
-                group_samples = _table_samples(table, text_columns, position, pending="image" not in columns)
-                for sample in group_samples[excess_from:]:
-                    _reject(sample, RejectReason.SHARD_TOO_LARGE)
-                samples += group_samples
-                images += group_images.chunks
-            position += rows
-    return samples, pa.chunked_array(images, pa.binary())
-
-
-def _broken_row_group(index: int, rows: int) -> list[RawSample]:
-    """The rows of an undecodable row group: one per row its footer counts, or one standing for them all
-    when the footer claims more than MAX_DAMAGE_ROWS (a footer of garbage may claim billions)."""
-    if rows > MAX_DAMAGE_ROWS:
-        return [damage_row(f"!row-group-{index}", RejectReason.BROKEN_ROW_GROUP)]
-    return [damage_row(f"!row-group-{index}-{j}", RejectReason.BROKEN_ROW_GROUP) for j in range(rows)]
-
-
-def _row_group_images(
-    parquet: pq.ParquetFile, index: int, column: str | None, rows: int, budget: _Budget
-) -> tuple[pa.ChunkedArray, int]:
-    """A row group's image bytes (null past the budget) and the first row past it (`rows` if none).
-    The column is read IMAGE_BATCH_ROWS rows at a time and stops at the first image that does not fit:
-    what is past the cap is never read into memory."""
-    if column is None:
-        return _no_images(rows), rows
-    if budget.full:
-        return _no_images(rows), 0
-    chunks: list[pa.Array] = []
-    seen = 0
-    for batch in parquet.iter_batches(
-        batch_size=IMAGE_BATCH_ROWS, row_groups=[index], columns=[column], use_threads=False
-    ):
-        values = image_values(batch.column(0))
-        lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False)
-        fits = next((j for j, size in enumerate(lengths.tolist()) if not budget.take(size)), len(values))
-        chunks += values.slice(0, fits).chunks
-        if fits < len(values):
-            return pa.chunked_array([*chunks, pa.nulls(rows - seen - fits, pa.binary())], pa.binary()), seen + fits
-        seen += len(values)
-    if seen != rows:
-        raise ValueError(f"row group {index} holds {seen} images, its footer says {rows} rows")
-    return pa.chunked_array(chunks, pa.binary()), rows
-
-
-def _read_url_table(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
-    """A CSV or TSV URL list with a header line naming a `url` column."""
-    data = _read_bytes(shard, storage_options)
-    delimiter = url_list_delimiter(shard.url)
-    names = header_columns(data[: 64 << 10], delimiter)
-    if not names:
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    bad_lines: list[RawSample] = []
-
-    def on_invalid_row(row) -> str:
-        line = row.number if row.number is not None else hashlib.sha256(row.text.encode()).hexdigest()[:12]
-        bad_lines.append(damage_row(f"!record-{line}", RejectReason.MALFORMED_ROW))
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
-            ),
-            # Every column as bytes: no type guessing (keys keep their leading zeros), any encoding.
-            convert_options=pacsv.ConvertOptions(column_types={name: pa.binary() for name in names}),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    parquet_kind(table.schema, shard.url)
-    columns = _table_columns(table.column_names)
-    pending = "image" not in columns
-    samples = _table_samples(table, columns, 0, pending)
-    images = _no_images(table.num_rows) if pending else image_values(table.column(columns["image"]))
-    # CSV cannot tell an empty cell from a missing one: an empty caption is missing (and never fetched).
-    for sample in samples:
-        if sample.caption == b"":
-            sample.caption = None
-    return samples + bad_lines, pa.chunked_array([*images.chunks, *_no_images(len(bad_lines)).chunks], pa.binary())
-
-
-def _table_columns(names: list[str]) -> dict[str, str]:
+def table_columns(names: list[str]) -> dict[str, str]:
     """Which file columns give image, caption, url and key (absent roles are left out)."""
     found = {
         "image": image_column(names),
@@ -631,7 +300,7 @@ def _table_columns(names: list[str]) -> dict[str, str]:
     return {role: column for role, column in found.items() if column}
 
 
-def _table_samples(table: pa.Table, columns: dict[str, str], position: int, pending: bool) -> list[RawSample]:
+def table_samples(table: pa.Table, columns: dict[str, str], position: int, pending: bool) -> list[RawSample]:
     """The samples of a table's rows, without their image bytes; `pending`: URL-list rows."""
     n = table.num_rows
     values = {
@@ -747,14 +416,14 @@ def image_values(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
         column = pa.chunked_array([column], column.type)
     if pa.types.is_struct(column.type):
         if column.type.get_field_index("bytes") < 0:
-            return _no_images(len(column))
+            return no_images(len(column))
         column = pc.struct_field(column, "bytes")
     if not _is_binary(column.type):
-        return _no_images(len(column))
+        return no_images(len(column))
     return column.cast(pa.binary())
 
 
-def _no_images(rows: int) -> pa.ChunkedArray:
+def no_images(rows: int) -> pa.ChunkedArray:
     return pa.chunked_array([pa.nulls(rows, pa.binary())])
 
 
@@ -789,7 +458,7 @@ def _image_chunks(samples: list[RawSample], chunk_bytes: int = 64 << 20) -> pa.C
     return pa.chunked_array(chunks, pa.binary())
 
 
-def _to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
+def to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
     """The raw table of a shard's samples; `images` holds their image bytes (one per sample) where
     they came from a table rather than from the samples themselves."""
     if images is None:

@@ -38,10 +38,9 @@ from curation.errors import UserError
 IMAGE_COLUMNS = ("jpg", "image", "png", "webp", "jpeg")
 URL_COLUMN = "url"
 URL_LIST_SUFFIXES = (".csv", ".tsv")
-SHARD_SUFFIXES = (".tar", ".parquet", *URL_LIST_SUFFIXES)
+SHARD_SUFFIXES = (".tar", ".parquet", ".arrow", *URL_LIST_SUFFIXES)
 # Columns img2dataset writes to the metadata Parquet beside each tar (and never to a URL list it reads).
 METADATA_COLUMNS = ("status", "error_message")
-FORMATS = ("webdataset", "parquet", "urls")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _HEADER_BYTES = 64 << 10  # enough for any CSV header line we accept
 
@@ -52,7 +51,7 @@ class Shard:
 
     shard_id: str  # stable, file-name safe: derived from the shard's path under the input root
     url: str  # full fsspec URL of the shard file
-    format: str  # "webdataset" | "parquet" (image bytes) | "urls" (a URL list to download)
+    format: str  # the input format that reads it (curation/io/formats/): webdataset, parquet, urls, ...
 
 
 def shard_id_for(relative_path: str) -> str:
@@ -83,8 +82,31 @@ def access_denied(url: str, protocol: str) -> str:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Listing:
+    """The files under an input, as each input format's `detect` sees them (curation/io/formats/)."""
+
+    fs: fsspec.AbstractFileSystem
+    files: tuple[str, ...]  # sorted, hidden ones left out
+    fmt: str  # input.format: "auto" or a format's name
+    schemas: dict  # path -> the Parquet schema from its footer (None: unreadable footer), for every .parquet
+
+    def with_suffix(self, *suffixes: str) -> list[str]:
+        return [p for p in self.files if p.endswith(suffixes)]
+
+    def schema(self, path: str) -> pa.Schema | None:
+        return self.schemas.get(path)
+
+    def beside_tar(self, path: str) -> bool:
+        """Whether `path` (NNNNN.parquet) has a NNNNN.tar beside it: img2dataset's metadata of that tar."""
+        return f"{path.rsplit('.', 1)[0]}.tar" in self.files
+
+
 def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None = None) -> list[Shard]:
-    """List the shards under `input_url` (a directory or a single file), sorted by id."""
+    """List the shards under `input_url` (a directory or a single file), sorted by id: each input format
+    (curation/io/formats/) claims its files."""
+    from curation.io.formats import FORMATS
+
     try:
         fs, root = fsspec.core.url_to_fs(input_url, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
@@ -99,7 +121,7 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
             files, base = fs.find(root), root
     except PermissionError:
         raise UserError(access_denied(input_url, protocol)) from None
-    files = [p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p)]
+    files = sorted(p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p))
     if protocol in ("file", "local"):
         _check_regular([p for p in files if p.endswith(SHARD_SUFFIXES)])
 
@@ -109,51 +131,14 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
     def relative(path: str) -> str:
         return posixpath.relpath(path, base) if base else path
 
-    tars = sorted(p for p in files if p.endswith(".tar"))
-    parquets = sorted(p for p in files if p.endswith(".parquet"))
-    tables = sorted(p for p in files if p.endswith(URL_LIST_SUFFIXES))
-    tar_stems = {p[: -len(".tar")] for p in tars}
-    names = set(files)
-
-    found: list[tuple[str, str]] = []  # (path, format)
-    if fmt in ("auto", "webdataset"):
-        found += [(p, "webdataset") for p in tars]
-    tables_wanted = fmt in ("auto", "parquet", "urls")
-    schemas = _parquet_schemas(fs, [p for p in parquets if tables_wanted or p[: -len(".parquet")] in tar_stems])
-    for p in parquets:
-        stem = p[: -len(".parquet")]
-        if stem in tar_stems:
-            # img2dataset's webdataset layout: NNNNN.parquet beside NNNNN.tar holds only metadata.
-            schema = schemas[p]
-            if schema is not None and image_column(schema.names):
-                raise UserError(
-                    f"input holds {p} with image bytes beside {stem}.tar: which of the two is the shard cannot be "
-                    "told; move one of them out of the input"
-                )
-            continue
-        if not tables_wanted:
-            continue
-        schema = schemas[p]
-        kind = "unknown" if schema is None else parquet_kind(schema, p)
-        if fmt not in ("auto", kind) and kind != "unknown":
-            other = "URL list" if kind == "urls" else "Parquet with image bytes"
-            raise UserError(f"input file {p} is a {other}, not input.format={fmt}: set input.format to auto")
-        if fmt == "auto" and kind == "urls" and _is_metadata(schema, stem, names):
-            raise UserError(
-                f"input file {p} is img2dataset metadata but {posixpath.basename(stem)}.tar is missing beside it: "
-                "restore the tar, or set input.format=urls to download the URLs it lists"
-            )
-        found.append((p, "parquet" if kind == "unknown" else kind))
-    if fmt in ("auto", "urls"):
-        for p in tables:
-            _check_url_list_header(fs, p)
-            found.append((p, "urls"))
-
+    schemas = _parquet_schemas(fs, [p for p in files if p.endswith(".parquet")])
+    listing = Listing(fs=fs, files=tuple(files), fmt=fmt, schemas=schemas)
+    found = [(p, name) for name, input_format in FORMATS.items() for p in input_format.detect(listing)]
     shards = [Shard(shard_id=shard_id_for(relative(p)), url=full_url(p), format=f) for p, f in found]
     if not shards:
         raise UserError(
-            f"no input shards (*.tar, *.parquet with an image or url column, *.csv/*.tsv URL lists) found under "
-            f"{input_url}: point --input at img2dataset output or a URL list"
+            f"no input shards (*.tar, *.parquet with an image or url column, *.csv/*.tsv URL lists, Hugging Face "
+            f"datasets saved to disk) found under {input_url}: point --input at img2dataset output or a URL list"
         )
     by_id: dict[str, list[str]] = {}
     for (p, _), shard in zip(found, shards):
@@ -196,7 +181,7 @@ def _check_regular(paths: list[str]) -> None:
             )
 
 
-def _is_metadata(schema: pa.Schema, stem: str, names: set[str]) -> bool:
+def is_metadata(schema: pa.Schema, stem: str, names: set[str] | tuple[str, ...]) -> bool:
     """Whether a URL-list Parquet is img2dataset's metadata of a webdataset shard (see the module doc)."""
     return all(c in schema.names for c in METADATA_COLUMNS) or f"{stem}_stats.json" in names
 
@@ -250,7 +235,7 @@ def header_columns(head: bytes, delimiter: str) -> list[str]:
     return next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
 
 
-def _check_url_list_header(fs, path: str) -> None:
+def check_url_list_header(fs, path: str) -> None:
     with fs.open(path, "rb") as f:
         head = f.read(_HEADER_BYTES)
     columns = header_columns(head, url_list_delimiter(path))

@@ -25,6 +25,7 @@ from curation.config import MAX_SHARD_BYTES_LIMIT, load_config
 from curation.errors import UserError
 from curation.images import decode_image, jpeg_too_short
 from curation.io import readers
+from curation.io.formats import webdataset
 from curation.io.readers import (
     MAX_NAME_CHARS,
     clean_caption,
@@ -306,7 +307,7 @@ def test_io_errors_while_reading_a_large_parquet_raise_and_are_not_rejected_rows
         compression="none",
     )
     shard = shard_file(tmp_path, "c.parquet", data)
-    opened = readers._open_regular
+    opened = readers.open_regular
 
     class Flaky:
         def __init__(self, file):
@@ -321,7 +322,7 @@ def test_io_errors_while_reading_a_large_parquet_raise_and_are_not_rejected_rows
         def __getattr__(self, name):
             return getattr(self.file, name)
 
-    monkeypatch.setattr(readers, "_open_regular", lambda url, options: Flaky(opened(url, options)))
+    monkeypatch.setattr(readers, "open_regular", lambda url, options: Flaky(opened(url, options)))
     with pytest.raises(ConnectionResetError):
         read_shard(shard, max_shard_bytes=CAP)  # the file is larger than the cap: read page by page
 
@@ -356,7 +357,7 @@ def test_a_long_member_name_is_one_sample(tmp_path, case):
 
 
 def test_a_huge_long_name_header_is_damage_not_memory(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "MAX_HEADER_BYTES", 1000)
+    monkeypatch.setattr(webdataset, "MAX_HEADER_BYTES", 1000)
     data = tar_of([("a.jpg", jpeg(0)), ("a.txt", CAPTION.encode()), (f"{'x' * 3000}.jpg", jpeg(1)), ("b.jpg", jpeg(2))])
     table = read_shard(shard_file(tmp_path, "h.tar", data))
     got = outcome(table)

@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from curation.errors import UserError
-from curation.io.readers import MAX_SHARD_BYTES, _split_member_name, clean_name, read_image_column, read_shard
+from curation.io.formats.webdataset import _split_member_name
+from curation.io.readers import MAX_SHARD_BYTES, clean_name, read_image_column, read_shard
 from curation.io.sources import list_shards
 from curation.schema import RejectReason
 from curation.stages.basic import BasicFilter
