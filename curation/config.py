@@ -496,7 +496,10 @@ def _describe(exc: ValidationError) -> str:
         return f"config error: unknown key {where}{hint}"
     value = err.get("input")
     shown = f" {value!r}" if not isinstance(value, dict) else ""
-    return f"config error: {where}{shown}: {err['msg']}"
+    message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across sections: its message names the keys
+        return f"config error: {message}"
+    return f"config error: {where}{shown}: {message}"
 
 
 def _known_keys(loc: tuple) -> list[str]:
