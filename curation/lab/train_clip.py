@@ -600,6 +600,7 @@ def train_clip(
     )
     (out / "metrics.json").write_text(json.dumps({"settings": asdict(settings), "metrics": metrics}, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(settings, metrics))
+    log(f"next: `curate fit-domain --model-dir {out}` writes its domain.json (what it knows: docs/models.md)")
     return metrics
 
 
