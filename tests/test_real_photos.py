@@ -120,7 +120,8 @@ from curation.runner import run_job
 cfg = load_config("pipelines/basic.yaml", ["download.allow_private_addresses=true", "run.num_cpus=2"])
 result = run_job(cfg, sys.argv[1], sys.argv[2], log=lambda line: None)
 heavy = sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)
-print(json.dumps({"heavy_modules": heavy, "funnel": result.manifest["funnel"]}))
+stages = sorted(result.manifest["timings"]["stages"])
+print(json.dumps({"heavy_modules": heavy, "funnel": result.manifest["funnel"], "stages": stages}))
 """
 
 
@@ -137,7 +138,8 @@ def test_basic_pipeline_keeps_every_original_and_groups_every_copy(photo_site, t
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["heavy_modules"] == []  # no embedding actor, no torch, in the driver or its stages
+    assert report["heavy_modules"] == []  # no torch, in the driver or the stages it built
+    assert "embed" not in report["stages"] and "privacy" in report["stages"]  # no embedding ran anywhere
 
     rows = _rows(out)
     assert len(rows) == len(truth) == report["funnel"]["input"]
