@@ -429,6 +429,7 @@ class Config(_Section):
             "image_filter.reference": bool(self.image_filter.reference),
             f"dedup.quality {d.quality}": d.quality not in ("width",),
             "decode.device gpu": self.decode.device == "gpu",
+            "output.embeddings": self.output.embeddings is not None,
         }
         asked = [name for name, on in needs.items() if on]
         if asked:
