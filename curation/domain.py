@@ -5,8 +5,8 @@ scores mean nothing, and a head trained to find drawn watermarks would reject a 
 for no reason. So the model ships, beside its weights, `domain.json` (`curate fit-domain` in the lab
 writes it from the synthetic world): the vocabulary of the captions it was trained on, the k-means
 centroids of its training images' embeddings and the largest cosine distance to the nearest centroid
-that those images reach (a high quantile, times a margin). A row is outside the domain when most words
-of its caption are words the model never saw, or its image embeds farther than that from every
+that those images reach, times a margin. A row is outside the domain when under `min_coverage` of its
+caption's words are words the model ever saw, or its image embeds farther than that from every
 centroid. The caption carries most of the weight: measured on scikit-image's photographs, the tiny
 model embeds photos as close to its centroids as its own images (its features know shapes, colours and
 textures, and nothing else to tell a photo by), while their captions share few words with the world's
