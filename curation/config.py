@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curation.errors import UserError
+from curation.without_model import NO_MODEL  # model.arch none (pipelines/basic.yaml); re-exported
 
 
 class _Section(BaseModel):
@@ -143,9 +144,6 @@ class BasicConfig(_Section):
     min_short_side: int = Field(32, ge=1, description="Images whose short side is smaller are rejected.")
     max_aspect: float = Field(3.0, ge=1.0, description="Images with long/short side above this are rejected.")
     min_image_bytes: int = Field(0, ge=0, description="Image files smaller than this are rejected (LAION: 5000).")
-
-
-NO_MODEL = "none"  # model.arch (or `model: none`): no CLIP, no embedding, no heads (pipelines/basic.yaml)
 
 
 class ModelConfig(_Section):
@@ -384,21 +382,9 @@ class Config(_Section):
     @model_validator(mode="before")
     @classmethod
     def _without_model(cls, data):
-        """`model: none` (or model.arch: none): the settings that need an embedding default to off."""
-        if not isinstance(data, dict):
-            return data
-        model = data.get("model")
-        if model is None and "model" in data or model == NO_MODEL:
-            data = {**data, "model": {"arch": NO_MODEL}}
-        elif not (isinstance(model, dict) and model.get("arch") == NO_MODEL):
-            return data
-        dedup = data.get("dedup")
-        defaults = {"semantic": False, "near_min_cosine": -1.0, "quality": "width"}
-        return {
-            **data,
-            "heads": data.get("heads", ()),
-            "dedup": {**defaults, **dedup} if isinstance(dedup, dict) else dedup if dedup is not None else defaults,
-        }
+        from curation.without_model import defaults_without_model
+
+        return defaults_without_model(data)
 
     @property
     def has_model(self) -> bool:
@@ -412,31 +398,10 @@ class Config(_Section):
         if len(set(columns)) != len(columns):
             raise ValueError(f"heads: two heads fill the same column ({', '.join(columns)}): one head per column")
         if not self.has_model:
-            self._check_without_model()
-        return self
+            from curation.without_model import refuse_what_needs_a_model
 
-    def _check_without_model(self) -> None:
-        """What needs an embedding, asked for with model: none: one line naming the setting to drop."""
-        d = self.dedup
-        needs = {
-            "heads": bool(self.heads),
-            "clip.min_score": self.clip.min_score is not None,
-            "clip.keep_fraction": self.clip.keep_fraction is not None,
-            "dedup.semantic": d.semantic,
-            "dedup.near_min_cosine": d.near_min_cosine > -1.0,
-            "dedup.against": bool(d.against),
-            "dedup.eval_sets": bool(d.eval_sets),
-            "image_filter.reference": bool(self.image_filter.reference),
-            f"dedup.quality {d.quality}": d.quality not in ("width",),
-            "decode.device gpu": self.decode.device == "gpu",
-            "output.embeddings": self.output.embeddings is not None,
-        }
-        asked = [name for name, on in needs.items() if on]
-        if asked:
-            raise ValueError(
-                f"model: none gives no embeddings or scores, which {', '.join(asked)} need: drop them "
-                "(dedup.quality: width, dedup.near_min_cosine: -1), or give a model"
-            )
+            refuse_what_needs_a_model(self)
+        return self
 
     def digest(self) -> str:
         """A stable hash of everything that changes the output (not where or how it runs)."""
