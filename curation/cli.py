@@ -297,42 +297,11 @@ def train_head(
     data = HeadData(
         paths=data_paths, label_column=label_column, truth_path=truth_path, positive=positive or name, negate=negate
     )
-    try:
-        sizes = tuple(int(size) for size in hidden.split(",") if int(size))
-    except ValueError:
-        raise UserError(f"--hidden {hidden!r}: give layer sizes as whole numbers, e.g. 256,64 (0: linear)") from None
-    report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo, hidden=sizes)
+    report = train_head_from_parquet(name, data, cfg.model, output_path, log=click.echo, hidden=hidden)
     click.echo(
         f"wrote {output_path}: held-out precision {report['precision']:.3f} recall {report['recall']:.3f} "
         f"at threshold 0.5; use it with heads: [{{name: {name}, weights: {output_path}, threshold: 0.5}}]"
     )
-
-
-@main.command("convert-head")
-@click.option("--from", "kind", required=True, type=click.Choice(["laion-aesthetic"]), help="The head's format.")
-@click.argument("source", metavar="IN.pth", type=click.Path(dir_okay=False))
-@click.argument("output", metavar="OUT.safetensors", type=click.Path(dir_okay=False))
-def convert_head_cmd(kind: str, source: str, output: str) -> None:
-    """Convert a widely used CLIP head (a PyTorch state dict, read tensors-only) to a pipeline head."""
-    from curation.models.convert import convert_head
-
-    info = convert_head(kind, source, output)
-    click.echo(
-        f"wrote {output}: an MLP over the {info['input_dim']}-d image embedding (hidden {info['hidden']}), "
-        f"scores on its own scale; use it with heads: [{{name: aesthetic, weights: {output}, threshold: null}}]"
-    )
-
-
-@main.command("fit-domain")
-@click.option(
-    "--model-dir", default=None, type=click.Path(file_okay=False), help="A model folder (default: the built-in one)."
-)
-def fit_domain_cmd(model_dir: str | None) -> None:
-    """Write the built-in model's domain.json (its training world's captions and image embeddings)."""
-    from curation.lab.domain import write_domain
-    from curation.models.info import builtin_dir
-
-    click.echo(f"wrote {write_domain(Path(model_dir) if model_dir else builtin_dir('curation-tiny'))}")
 
 
 @main.command("eval")
@@ -499,16 +468,20 @@ def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
 
 
 def _add_bench_commands() -> None:
-    """Benchmarks (curation/lab/bench/): embed, pipeline, decode, memory, language, faces."""
+    """Benchmarks (curation/lab/bench/), and the lab's convert-head and fit-domain: defined beside their code."""
     from curation.lab.bench.decode import decode_command
     from curation.lab.bench.embed import embed_command
     from curation.lab.bench.faces import faces_command
     from curation.lab.bench.language import language_command
     from curation.lab.bench.memory import memory_command
     from curation.lab.bench.pipeline import pipeline_command
+    from curation.lab.convert_head import convert_head_command
+    from curation.lab.domain import fit_domain_command
 
     for command in (embed_command, pipeline_command, decode_command, memory_command, language_command, faces_command):
         bench.add_command(command)
+    for command in (convert_head_command, fit_domain_command):
+        main.add_command(command)
 
 
 _add_bench_commands()

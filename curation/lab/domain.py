@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import numpy as np
 
 from curation.domain import DOMAIN_FILE, Domain
@@ -108,3 +109,14 @@ def write_domain(folder: Path, **settings) -> Path:
     path.write_text(domain.to_json() + "\n")
     path.chmod(0o644)
     return path
+
+
+@click.command("fit-domain")
+@click.option(
+    "--model-dir", default=None, type=click.Path(file_okay=False), help="A model folder (default: the built-in one)."
+)
+def fit_domain_command(model_dir: str | None) -> None:
+    """Write the built-in model's domain.json (its training world's captions and image embeddings)."""
+    from curation.models.info import builtin_dir
+
+    click.echo(f"wrote {write_domain(Path(model_dir) if model_dir else builtin_dir('curation-tiny'))}")

@@ -114,8 +114,13 @@ def train_head_from_parquet(
     model_cfg: ModelConfig,
     output: str | Path,
     log: Callable[[str], None] = print,
-    hidden: tuple[int, ...] = (64,),
+    hidden: str = "64",
 ) -> dict:
+    """Fit a head on labelled Parquet and save it; `hidden`: its hidden layer sizes, e.g. "256,64" ("0": linear)."""
+    try:
+        sizes = tuple(int(size) for size in hidden.split(",") if int(size))
+    except ValueError:
+        raise UserError(f"--hidden {hidden!r}: give layer sizes as whole numbers, e.g. 256,64 (0: linear)") from None
     torch.set_num_threads(model_cfg.threads)
     images, labels = read_labelled(data)
     log(f"{len(images)} labelled images, {int(labels.sum())} positive; embedding with {model_cfg.arch} ...")
@@ -124,7 +129,7 @@ def train_head_from_parquet(
     holdout = np.random.default_rng(0).random(len(labels)) < 0.2
     if labels[~holdout].min() == labels[~holdout].max():
         raise UserError("train-head: the labels hold one class only: check --positive / --label-column")
-    head = fit_head(features[~holdout], labels[~holdout], HeadTraining(features=kinds, hidden=hidden))
+    head = fit_head(features[~holdout], labels[~holdout], HeadTraining(features=kinds, hidden=sizes))
     with torch.no_grad():
         logits = head.logits(torch.from_numpy(features[holdout]))
     scores = torch.sigmoid(logits).numpy()

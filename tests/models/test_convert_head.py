@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from curation.errors import UserError
-from curation.models.convert import convert_head, read_state_dict
+from curation.lab.convert_head import convert_head, read_state_dict
 from curation.models.heads import ImageFeatures, load_head
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from curation.errors import UserError
 
 FORMATS = ("laion-aesthetic",)
@@ -87,3 +89,16 @@ def convert_head(kind: str, source: str | Path, output: str | Path) -> dict:
         raise UserError(f"{output}: write the head as a .safetensors file")
     head.save(output, converted_from=f"{kind}:{Path(source).name}", scale="1-10 (LAION aesthetic score)")
     return {"input_dim": int(head.mean.numel()), "hidden": list(head.hidden), "output": head.output}
+
+
+@click.command("convert-head")
+@click.option("--from", "kind", required=True, type=click.Choice(FORMATS), help="The head's format.")
+@click.argument("source", metavar="IN.pth", type=click.Path(dir_okay=False))
+@click.argument("output", metavar="OUT.safetensors", type=click.Path(dir_okay=False))
+def convert_head_command(kind: str, source: str, output: str) -> None:
+    """Convert a widely used CLIP head (a PyTorch state dict, read tensors-only) to a pipeline head."""
+    info = convert_head(kind, source, output)
+    click.echo(
+        f"wrote {output}: an MLP over the {info['input_dim']}-d image embedding (hidden {info['hidden']}), "
+        f"scores on its own scale; use it with heads: [{{name: aesthetic, weights: {output}, threshold: null}}]"
+    )
