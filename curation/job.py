@@ -13,6 +13,7 @@ Layout (see DESIGN.md):
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from curation.errors import UserError
 from curation.io.commit import Location, parquet_buffer, read_parquet
 from curation.io.readers import read_image_column, read_shard
 from curation.io.sources import Shard
+from curation.io.urls import strip_credentials
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
@@ -172,7 +174,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
         part = table.filter(pc.equal(table.column("status"), status.value))
         data = parquet_buffer(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
         result[status.value] = part.num_rows
-        result[f"{status.value}_sha256"] = paths.out.write_bytes(data, status.value, f"part-{shard_id}.parquet")
+        result[f"{status.value}_sha256"] = paths.out.write_bytes(data, final_file(status.value, shard_id))
         if status is Status.REJECTED:
             result["reasons"] = dict(Counter(part.column("reject_reason").to_pylist()))
     return result
@@ -195,13 +197,19 @@ def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Tabl
 
 
 def check_or_claim_work_dir(paths: JobPaths, digest: str, shards: list[Shard]) -> int:
-    """Make sure the work dir belongs to this job (same config, same inputs); returns the attempt number."""
-    inputs = [s.url for s in shards]
+    """Make sure the work dir belongs to this job (same config, same inputs); returns the attempt number.
+    The inputs are stored without credentials (io/urls.py)."""
+    inputs = [strip_credentials(s.url) for s in shards]
     if paths.work.exists("job.json"):
-        job = json.loads(paths.work.read_bytes("job.json"))
+        job = read_json(paths.work, "job.json", keys={"config_digest": str, "inputs": list, "attempt": int})
+        if job is None:
+            raise UserError(
+                f"{strip_credentials(paths.work.path('job.json'))} is damaged (not this tool's JSON): delete "
+                f"{strip_credentials(paths.work_url)} to start the job over"
+            )
         if job["config_digest"] != digest or job["inputs"] != inputs:
             raise UserError(
-                f"{paths.work_url} holds an unfinished run with another config or inputs: "
+                f"{strip_credentials(paths.work_url)} holds an unfinished run with another config or inputs: "
                 "use a new --output, or delete that directory to start over"
             )
         attempt = job["attempt"] + 1
@@ -210,6 +218,41 @@ def check_or_claim_work_dir(paths: JobPaths, digest: str, shards: list[Shard]) -
     job = {"config_digest": digest, "inputs": inputs, "attempt": attempt}
     paths.work.write_bytes(json.dumps(job, indent=2).encode(), "job.json")
     return attempt
+
+
+def read_json(location: Location, name: str, keys: dict[str, type]) -> dict | None:
+    """A JSON object this tool wrote, or None when the file is not one (bad JSON, not UTF-8, a key missing
+    or of another type)."""
+    try:
+        data = json.loads(location.read_bytes(name))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or any(not isinstance(data.get(key), kind) for key, kind in keys.items()):
+        return None
+    return data
+
+
+def final_file(status: str, shard_id: str) -> str:
+    """An output file, relative to the output: kept/part-<shard>.parquet or rejected/part-<shard>.parquet."""
+    return f"{status}/part-{shard_id}.parquet"
+
+
+def remove_stale_outputs(paths: JobPaths, shards: list[Shard]) -> list[str]:
+    """Remove what kept/ and rejected/ hold besides this job's files: part files an earlier run of other
+    inputs left (its _work/ deleted, its files not), and temporary files of failed or killed writes.
+    Returns the removed paths, relative to the output (the manifest lists them)."""
+    out = paths.out
+    expected = {final_file(status.value, shard.shard_id) for status in Status for shard in shards}
+    removed: list[str] = []
+    for status in Status:
+        if not out.exists(status.value):
+            continue
+        for path in out.fs.find(out.path(status.value)):
+            relative = posixpath.relpath(path, out.root)
+            if relative not in expected:
+                out.fs.rm(path)
+                removed.append(relative)
+    return sorted(removed)
 
 
 def funnel(input_rows: int, shard_results: list[dict]) -> dict:

@@ -31,6 +31,8 @@ from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard, list_shards
+from curation.io.storage import check_output_location, storage_problem_in
+from curation.io.urls import strip_credentials, strip_credentials_in
 from curation.job import (
     JobPaths,
     check_or_claim_work_dir,
@@ -38,6 +40,8 @@ from curation.job import (
     finish_scoring,
     funnel,
     read_and_prepare,
+    read_json,
+    remove_stale_outputs,
     run_stages,
     write_final_shard,
 )
@@ -64,44 +68,74 @@ class JobResult:
 class _StageActor:
     """Holds the actor's stages (the embedding stage, after any CPU stages placed in the actor) and,
     with `post`, the post-embedding stages and the commit of each shard (a call then returns its
-    shard's summary row, see _score). Their models load once, in the constructor."""
+    shard's summary row, see _score). Their models load once, in the constructor. With `read`, a call
+    gets the shard to read (see _score), not its rows."""
 
-    def __init__(self, stages, post=None, paths: JobPaths | None = None, embed_dim: int = 0):
-        self.stages, self.post = stages, post
+    def __init__(self, stages, post=None, paths: JobPaths | None = None, embed_dim: int = 0, read=None):
+        self.stages, self.post, self.read = stages, post, read
         self.paths, self.embed_dim = paths, embed_dim
         for stage in [*stages, *(post or [])]:
             stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if not batch.num_rows:  # an empty shard, committed where it was read
-            return batch if self.post is None else _SUMMARY.empty_table()
-        table = run_stages(self.stages, batch)
-        return table if self.post is None else finish_scoring(table, self.post, self.paths, self.embed_dim)
+        if self.post is None:
+            batch = self.read(batch) if self.read is not None else batch
+            return run_stages(self.stages, batch) if batch.num_rows else batch
+        try:
+            if self.read is not None:
+                batch = self.read(batch)
+            if not batch.num_rows:  # an empty shard, committed where it was read
+                return _SUMMARY.empty_table()
+            table = run_stages(self.stages, batch)
+            return _scored(finish_scoring(table, self.post, self.paths, self.embed_dim))
+        except Exception as exc:
+            return _storage_failure(exc, self.paths)
 
 
 def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
+    """Run the job; an operator's mistake (a storage error included, wherever it happens) is one UserError.
+    URLs in what it logs and stores carry no credentials (io/urls.py)."""
+    work_url = cfg.run.work_dir or f"{output_url.rstrip('/')}/_work"
+    check_output_location(input_url, output_url, work_url)  # before anything is read or written
+    try:
+        return _run_job(cfg, input_url, output_url, work_url, lambda line: log(strip_credentials(line)))
+    except UserError:
+        raise
+    except Exception as exc:
+        problem = storage_problem_in(exc, output_url)
+        if problem is not None:
+            raise problem from None
+        raise
+
+
+def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: Callable[[str], None]) -> JobResult:
     started = time.time()
-    paths = JobPaths(output_url=output_url, work_url=cfg.run.work_dir or f"{output_url.rstrip('/')}/_work")
-    shards = list_shards(input_url, cfg.input.format)
+    paths = JobPaths(output_url=output_url, work_url=work_url)
+    try:
+        shards = list_shards(input_url, cfg.input.format)
+    except Exception as exc:  # e.g. botocore's NoCredentialsError: named with the input's URL
+        problem = storage_problem_in(exc, input_url)
+        if problem is not None:
+            raise problem from None
+        raise
     digest = cfg.digest()
     done = _completed_manifest(paths, digest, shards)
     if done is not None:
         log(f"{output_url} already holds this job's complete output; nothing to do")
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
-    try:
-        paths.out.remove("_SUCCESS")
-        attempt = check_or_claim_work_dir(paths, digest, shards)
-    except PermissionError:
-        from curation.io.sources import access_denied
-
-        raise UserError(
-            access_denied(output_url, output_url.split("://")[0] if "://" in output_url else "file")
-        ) from None
     # Imported here: workers that unpickle this module's functions need not import torch.
     from curation.models.info import model_info
+    from curation.models.weights import check_model_files
     from curation.plan import StagePlan
 
     info = model_info(cfg.model)
+    # Mistakes found before anything is written: a wrong weights file (one line now, not an actor's
+    # traceback later), a cluster that does not answer (not a wait of many minutes in ray.init).
+    check_model_files(cfg)
+    if not ray.is_initialized() and _cluster_address(cfg):
+        check_ray_address(_cluster_address(cfg))
+    paths.out.remove("_SUCCESS")
+    attempt = check_or_claim_work_dir(paths, digest, shards)
     plan = StagePlan.build(cfg, info)
     _init_ray(cfg)
     timings: dict = {}
@@ -129,6 +163,13 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
+    # Nothing writes now: part files of another run and temporaries of failed writes go (listed as removed).
+    removed = remove_stale_outputs(paths, shards)
+    for location in (paths.out, paths.work):
+        location.remove_temporaries()
+    if removed:
+        log(f"removed {len(removed)} files that were not this job's from kept/ and rejected/ (see the manifest)")
+
     manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
@@ -137,6 +178,7 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
         if clip_threshold is not None and math.isfinite(clip_threshold)
         else None,
     }
+    manifest["removed"] = removed
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     _write_report(output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
@@ -242,7 +284,9 @@ def _init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
-    address = cfg.run.address or os.environ.get("RAY_ADDRESS")
+    address = _cluster_address(cfg)
+    if address:
+        check_ray_address(address)
     tune_this_process()
     try:
         ray.init(
@@ -255,8 +299,75 @@ def _init_ray(cfg: Config) -> None:
             configure_logging=True,
         )
     except ConnectionError as exc:
-        raise UserError(f"cannot reach Ray cluster at {address}: {exc}; check run.address / RAY_ADDRESS") from None
+        raise UserError(
+            strip_credentials(f"cannot reach Ray cluster at {address}: {exc}; check run.address / RAY_ADDRESS")
+        ) from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _cluster_address(cfg: Config) -> str | None:
+    return cfg.run.address or os.environ.get("RAY_ADDRESS")
+
+
+RAY_PROBE_TIMEOUT_S = 5.0
+_DEFAULT_PORTS = {"ray": 10001, "": 6379}  # Ray client server; GCS
+
+
+def check_ray_address(address: str) -> None:
+    """A cluster address that cannot work fails in seconds with one line: credentials in it (Ray takes none
+    from an address), a ray:// address without Ray's client installed, or a host and port that do not
+    answer a TCP connect (ray.init itself waits many minutes for an unreachable cluster)."""
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    shown = strip_credentials(address)
+    scheme = address.split("://")[0] if "://" in address else ""
+    if "@" in address.split("://")[-1].split("/")[0]:
+        raise UserError(
+            f"run.address {shown} carries a user name or password, which Ray does not take from an address: "
+            "drop it (a cluster with token authentication reads RAY_AUTH_TOKEN)"
+        )
+    if scheme not in _DEFAULT_PORTS:
+        return  # another scheme (a plug-in's): Ray says what it thinks of it
+    if scheme == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:
+            raise UserError(f"run.address {shown} needs Ray's client: pip install 'ray[client]'")
+    try:
+        split = urlsplit(address if scheme else f"//{address}")
+        host, port = split.hostname, split.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        host = port = None
+    if not host:
+        raise UserError(f"run.address {shown} is not host:port or ray://host:port: fix run.address / RAY_ADDRESS")
+    if not _answers(host, port, RAY_PROBE_TIMEOUT_S):
+        raise UserError(
+            f"cannot reach Ray cluster at {shown}: nothing answers at {host}:{port} within {RAY_PROBE_TIMEOUT_S:g} s; "
+            "check run.address / RAY_ADDRESS and that the cluster is up"
+        )
+
+
+def _answers(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connect to host:port succeeds within `timeout` (in a thread: resolving a name has no
+    timeout of its own)."""
+    import socket
+    import threading
+
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(answer and answer[0])
 
 
 def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: int, cfg: Config, log) -> dict:
@@ -274,25 +385,34 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
     def commit(batch: pa.Table) -> pa.Table:
-        return finish_scoring(batch, post_stages, paths, embed_dim) if batch.num_rows else _SUMMARY.empty_table()
+        try:
+            return (
+                _scored(finish_scoring(batch, post_stages, paths, embed_dim))
+                if batch.num_rows
+                else _SUMMARY.empty_table()
+            )
+        except Exception as exc:
+            return _storage_failure(exc, paths)
 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    # Ray Data fuses operators that ask for the same resources. With decode in tasks, the reading tasks
-    # declare the memory a decoded shard needs, which also keeps them apart from the actor pool; with
-    # decode in the actor they ask for what a CPU actor asks, so reading fuses into it too and needs no
-    # CPU of its own (which the actors might hold all of).
-    if len(actor_stages) == 1:  # decode in tasks: the actor only embeds
-        resources = {"num_cpus": 1, "memory": DECODE_TASK_MEMORY}
-    else:
-        resources = {"num_cpus": cfg.model.num_cpus if not cfg.model.num_gpus else 1}
-    ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
+    # With decode in tasks, the reading tasks declare the memory a decoded shard needs. With decode in a
+    # CPU actor, the actor reads its shards itself and reading needs no CPU of its own (which the actors
+    # might hold all of): what Ray Data's fusion of the two did, before the actors ran with no restarts
+    # (NO_ACTOR_RESTARTS, which reading tasks cannot take, so the two would no longer fuse).
+    reads_in_actor = len(actor_stages) > 1 and cfg.model.num_gpus <= 0
+    if not reads_in_actor:
+        resources = {"num_cpus": 1, "memory": DECODE_TASK_MEMORY} if len(actor_stages) == 1 else {"num_cpus": 1}
+        ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
+    reader = read if reads_in_actor else None
     if _commit_in_actor(cfg):
-        ds = _actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, embed_dim=embed_dim)
+        ds = _actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, embed_dim=embed_dim, read=reader)
     else:
-        ds = _actor_pool(ds, actor_stages, cfg)
+        ds = _actor_pool(ds, actor_stages, cfg, read=reader)
         ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     done = 0
     for row in ds.iter_rows():
+        if row["user_error"]:  # a full or read-only disk, say: one line, not a Ray task's traceback
+            raise UserError(row["user_error"])
         done += 1
         for stage, seconds in json.loads(row["stage_seconds"]).items():
             stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
@@ -308,16 +428,23 @@ def _commit_in_actor(cfg: Config) -> bool:
 
 
 def _actor_pool(
-    ds, stages: list, cfg: Config, post: list | None = None, paths: JobPaths | None = None, embed_dim: int = 0
+    ds,
+    stages: list,
+    cfg: Config,
+    post: list | None = None,
+    paths: JobPaths | None = None,
+    embed_dim: int = 0,
+    read=None,
 ):
     """The embedding actor pool: one whole block (an input shard) per call, `calls_per_actor` calls at
     once on each actor (in threads: the model and its weights are loaded once, and torch and Pillow let
     go of the GIL while they compute). With `post`, each call also runs the post-embedding stages and
-    commits its shard (see _commit_in_actor)."""
+    commits its shard (see _commit_in_actor); with `read`, it first reads its shard."""
     calls = calls_per_actor(cfg)
-    return ds.map_batches(
+    return _map_batches(
+        ds,
         _StageActor,
-        fn_constructor_kwargs={"stages": stages, "post": post, "paths": paths, "embed_dim": embed_dim},
+        fn_constructor_kwargs={"stages": stages, "post": post, "paths": paths, "embed_dim": embed_dim, "read": read},
         batch_size=None,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(
@@ -326,6 +453,29 @@ def _actor_pool(
         num_cpus=cfg.model.num_cpus,
         num_gpus=cfg.model.num_gpus or None,
     )
+
+
+# Ray Data hands each actor its constructor (the map function) through the object store, and Ray cannot
+# promise to restart such an actor: with restarts on, it logs an error-level line for every actor it
+# creates, on every healthy run (ray-project/ray#53727). So the embedding actors are not restarted: a lost
+# actor fails the phase, which _survive_node_loss runs again (committed shards are skipped).
+NO_ACTOR_RESTARTS = {"max_restarts": 0}
+
+
+def _map_batches(ds, fn, **kwargs):
+    """`ds.map_batches` of the actor pool, with NO_ACTOR_RESTARTS. `max_restarts` is no named parameter
+    of it: Ray Data takes it as one of the keyword remote args, and warns that it will take only named
+    ones one day (the warning is silenced here, and only here; a Ray that takes no keyword remote args
+    any more gets the actors it restarts by default)."""
+    import inspect
+    import warnings
+
+    takes_remote_args = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(ds.map_batches).parameters.values()
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs, **(NO_ACTOR_RESTARTS if takes_remote_args else {}))
 
 
 def run_actor_stages(cfg: Config, stages: list, blocks: list[pa.Table], columns: list[str]) -> pa.Table:
@@ -417,7 +567,24 @@ def _decode_device(cfg: Config) -> str:
     return "auto" if cfg.model.num_gpus > 0 else "cpu"
 
 
-_SUMMARY = pa.schema([("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string())])
+_SUMMARY = pa.schema(
+    [("shard_id", pa.string()), ("rows", pa.int64()), ("stage_seconds", pa.string()), ("user_error", pa.string())]
+)
+
+
+def _scored(summary: pa.Table) -> pa.Table:
+    """finish_scoring's summary of shards committed, as the score phase's rows (with no error)."""
+    return summary.append_column("user_error", pa.nulls(summary.num_rows, pa.string())).cast(_SUMMARY)
+
+
+def _storage_failure(exc: Exception, paths: JobPaths) -> pa.Table:
+    """A storage error an operator can fix, as a summary row the driver turns into one line (raised in
+    the task, Ray Data would log it with its traceback first); any other error is raised."""
+    problem = storage_problem_in(exc, paths.output_url)
+    if problem is None:
+        raise exc
+    row = {"shard_id": [""], "rows": [0], "stage_seconds": ["{}"], "user_error": [str(problem)]}
+    return pa.table(row, schema=_SUMMARY)
 
 
 def _empty_prepared() -> pa.Table:
@@ -618,6 +785,11 @@ def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: fl
                 results.append(write_final_shard(Shard(**row), cfg, paths, clip_threshold))
             except UserError as exc:  # e.g. an input changed since scoring: the driver says it in one line
                 results.append({"user_error": str(exc)})
+            except Exception as exc:  # a full or read-only disk, say: one line too
+                problem = storage_problem_in(exc, paths.output_url)
+                if problem is None:
+                    raise
+                results.append({"user_error": str(problem)})
         return pa.table({"result": [json.dumps(r) for r in results]})
 
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
@@ -633,12 +805,21 @@ def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: fl
 def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> dict | None:
     if not paths.out.exists("_SUCCESS"):
         return None
-    manifest = json.loads(paths.out.read_bytes("_manifest.json"))
-    if manifest["config_digest"] == digest and [i["url"] for i in manifest["inputs"]] == [s.url for s in shards]:
-        return manifest
-    raise UserError(
-        f"{paths.output_url} already holds a completed run of another config or inputs: choose a new --output"
+    output = strip_credentials(paths.output_url)
+    manifest = (
+        read_json(paths.out, "_manifest.json", keys={"config_digest": str, "inputs": list, "funnel": dict})
+        if paths.out.exists("_manifest.json")
+        else None
     )
+    inputs = manifest and [i.get("url") if isinstance(i, dict) else None for i in manifest["inputs"]]
+    if manifest is None or None in inputs:
+        raise UserError(
+            f"{output} holds _SUCCESS but no readable _manifest.json of this tool (another tool's output, or a "
+            "damaged one): choose a new --output, or delete that directory to start over"
+        )
+    if manifest["config_digest"] == digest and inputs == [strip_credentials(s.url) for s in shards]:
+        return manifest
+    raise UserError(f"{output} already holds a completed run of another config or inputs: choose a new --output")
 
 
 def _versions() -> dict:
@@ -655,13 +836,14 @@ def _versions() -> dict:
 def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
     by_id = {r["shard_id"]: r for r in results}
     inputs = [
-        {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
+        {"shard_id": s.shard_id, "url": strip_credentials(s.url), "format": s.format, "rows": by_id[s.shard_id]["rows"]}
+        for s in shards
     ]
     return {
         "format_version": 1,
         "inputs": inputs,
         "shards": results,
-        "config": cfg.model_dump(mode="json"),
+        "config": strip_credentials_in(cfg.model_dump(mode="json")),  # e.g. run.address ray://user:pw@head
         "config_digest": cfg.digest(),
         "model_id": model_id,
         "versions": _versions(),

@@ -85,8 +85,8 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
         raise UserError(access_denied(input_url, protocol)) from None
     files = [p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p)]
 
-    def full_url(path: str) -> str:
-        return path if protocol in ("file", "local") else f"{protocol}://{path}"
+    def full_url(path: str) -> str:  # an http(s) path is a whole URL already
+        return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
 
     def relative(path: str) -> str:
         return posixpath.relpath(path, base) if base else path
