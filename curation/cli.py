@@ -58,14 +58,21 @@ def main() -> None:
     help="Ray cluster address, e.g. ray://head:10001 (else run.address, RAY_ADDRESS or a local Ray).",
 )
 @click.option("--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable).")
-def run(config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Resume even if the work dir's shards were scored by another model or version: score them again.",
+)
+def run(
+    config_path: str, input_url: str, output_url: str, address: str | None, overrides: tuple[str, ...], rescore: bool
+) -> None:
     """Run a curation job described by CONFIG.yaml."""
     from curation.config import load_config
 
     cfg = load_config(config_path, [*overrides, *([f"run.address={address}"] if address else [])])
     from curation.runner import run_job
 
-    result = run_job(cfg, input_url, output_url)
+    result = run_job(cfg, input_url, output_url, rescore=rescore)
     _print_funnel(result.manifest, output_url)
 
 
@@ -413,6 +420,57 @@ def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
     from curation.report import write_report
 
     click.echo(f"wrote {write_report(output, out_file, max_rows=max_rows)}")
+
+
+@main.command("export")
+@click.argument("output", metavar="OUTPUT")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["webdataset", "embeddings"]),
+    help="webdataset: img2dataset-style tars (open_clip's trainer reads them); embeddings: clip-retrieval's .npy.",
+)
+@click.option("--to", "to_url", default=None, help="Folder or URL to write (default: OUTPUT/<format>/).")
+@click.option(
+    "--resize",
+    type=click.Choice(["keep_ratio", "center_crop", "border"]),
+    default=None,
+    help="Resize the exported images as img2dataset does (needs --size).",
+)
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Pixels for --resize.")
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality for --resize (95).")
+@click.option("--image-format", type=click.Choice(["jpg", "png", "webp"]), default=None, help="For --resize (jpg).")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=None, help="Rows per shard (default: the run's).")
+@click.option("--shard-mb", type=click.FloatRange(min=0, min_open=True), default=None, help="Also cap a tar's MB.")
+@click.option("--address", default=None, help="Ray cluster address (else RAY_ADDRESS or a local Ray).")
+def export_cmd(
+    output: str,
+    fmt: str,
+    to_url: str | None,
+    resize: str | None,
+    size: int | None,
+    quality: int | None,
+    image_format: str | None,
+    shard_rows: int | None,
+    shard_mb: float | None,
+    address: str | None,
+) -> None:
+    """Write training-ready files from a finished output's kept/ rows (docs/export.md)."""
+    if (resize is None) != (size is None):
+        raise UserError("--resize and --size go together: e.g. --resize center_crop --size 256")
+    if resize is None and (quality is not None or image_format is not None):
+        raise UserError("--quality and --image-format apply to resized images: give --resize and --size too")
+    overrides: dict = {}
+    if resize is not None:
+        overrides["resize"] = {"mode": resize, "size": size, "quality": quality or 95, "format": image_format or "jpg"}
+    if shard_rows is not None:
+        overrides["shard_rows"] = shard_rows
+    if shard_mb is not None:
+        overrides["shard_mb"] = shard_mb
+    from curation.runner import export_output
+
+    export_output(output, fmt, overrides, to_url, address, log=click.echo)
 
 
 @main.group()

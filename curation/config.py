@@ -28,10 +28,33 @@ class RunConfig(_Section):
     progress: bool | None = Field(None, description="Progress bars; default: only on a terminal.")
 
 
+# Arrow's binary arrays address at most 2 GiB - 1 bytes: a shard's image column must fit in one.
+MAX_SHARD_BYTES_LIMIT = (2 << 30) - 1
+
+
 class InputConfig(_Section):
-    format: Literal["auto", "webdataset", "parquet", "urls"] = Field(
-        "auto", description="urls: img2dataset-style URL lists (.parquet with a url column, .csv, .tsv)."
+    format: str = Field(
+        "auto",
+        description="auto, or an input format (curation/io/formats/): webdataset, parquet, urls (img2dataset-style "
+        "URL lists: .parquet with a url column, .csv, .tsv), hf_datasets (Dataset.save_to_disk folders).",
     )
+    max_shard_bytes: int = Field(
+        1 << 30,
+        ge=1,
+        le=MAX_SHARD_BYTES_LIMIT,
+        description="Bytes one input shard may bring into memory (a tar's members, a Parquet's images; a reading "
+        "task peaks at about this plus its largest image); the samples past it are rejected as shard_too_large, "
+        "unread. Split larger shards (at most 2 GiB - 1).",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from curation.io.formats import FORMATS  # the plug-ins import this module
+
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"unknown input format {value!r}: use auto or one of {', '.join(FORMATS)}")
+        return value
 
 
 class DownloadConfig(_Section):
@@ -186,7 +209,7 @@ class HeadConfig(_Section):
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Reject beyond this; none only scores.")
     reject: Literal["above", "below"] = Field("above", description="Reject scores above or below the threshold.")
     reason: str | None = Field(
-        None, description="Reject reason; default: the column's (unsafe, watermark, low_aesthetic)."
+        None, description="Reject reason (any identifier); default: the column's (unsafe, watermark, low_aesthetic)."
     )
 
     @model_validator(mode="after")
@@ -196,10 +219,12 @@ class HeadConfig(_Section):
             raise ValueError(f"head {self.name!r}: set column to one of {sorted(HEAD_COLUMNS)}")
         if (self.weights is None) == (not self.prompts):
             raise ValueError(f"head {self.name!r}: give exactly one of weights (builtin or a path) and prompts")
-        from curation.schema import RejectReason
+        from curation.schema import REASON_PATTERN
 
-        if self.reason is not None and self.reason not in {r.value for r in RejectReason}:
-            raise ValueError(f"head {self.name!r}: reason {self.reason!r} is not a reject reason in schema.py")
+        if self.reason is not None and not REASON_PATTERN.fullmatch(self.reason):
+            raise ValueError(
+                f"head {self.name!r}: reason {self.reason!r} must be an identifier (lower case letters, digits, _)"
+            )
         return self
 
     @property
@@ -265,10 +290,56 @@ class ImageFilterConfig(_Section):
     seed: int = 0
 
 
+class ResizeConfig(_Section):
+    """Images resized for the exports (webdataset), as img2dataset resizes them; kept/ keeps the originals."""
+
+    mode: Literal["keep_ratio", "center_crop", "border"] = Field(
+        description="keep_ratio: the short side to size; center_crop: the short side to size, then the centre "
+        "size x size; border: the long side to size, then white borders to size x size."
+    )
+    size: int = Field(ge=1, description="Pixels (img2dataset's image_size; training sets use 256-512).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG / WebP quality of the re-encoded images.")
+    format: Literal["jpg", "png", "webp"] = Field("jpg", description="Encoding of the resized images.")
+    only_if_bigger: bool = Field(False, description="Leave images that are already small enough as they are.")
+
+
+OUTPUT_FORMATS = ("parquet", "webdataset")
+
+
 class OutputConfig(_Section):
     keep_images: bool = Field(True, description="Keep image bytes in kept/ and rejected/.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(1024, ge=1)
+    formats: tuple[Literal[OUTPUT_FORMATS], ...] = Field(
+        ("parquet",),
+        description="parquet: kept/ and rejected/ (always written); webdataset: also <output>/webdataset/, the kept "
+        "rows as img2dataset-style tars a trainer reads (docs/export.md).",
+    )
+    embeddings: Literal["npy"] | None = Field(
+        None, description="npy: also <output>/embeddings/, the kept rows' embeddings in clip-retrieval's layout."
+    )
+    shard_rows: int = Field(10_000, ge=1, description="Rows per export shard (tar, embedding file).")
+    shard_mb: float | None = Field(
+        None, gt=0, description="Also close a tar before it passes this many MB (webdataset)."
+    )
+    resize: ResizeConfig | None = Field(None, description="Resize the exported images (not kept/).")
+
+    @field_validator("formats")
+    @classmethod
+    def _parquet_first(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        if "parquet" not in formats:
+            raise ValueError(
+                "must include parquet: kept/ and rejected/ are the job's record, the other formats are made from them"
+            )
+        if len(set(formats)) != len(formats):
+            raise ValueError("lists a format twice")
+        return formats
+
+    @model_validator(mode="after")
+    def _images_for_webdataset(self) -> "OutputConfig":
+        if "webdataset" in self.formats and not self.keep_images:
+            raise ValueError("formats: webdataset needs the images: set keep_images: true")
+        return self
 
 
 class Config(_Section):

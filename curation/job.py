@@ -1,7 +1,7 @@
 """The job's per-shard work and its files, with no Ray in sight: the runner schedules these functions.
 
-Layout (see DESIGN.md):
-  <work>/job.json                     config digest and inputs of the run using this work dir
+Layout (docs/architecture.md):
+  <work>/job.json                     the run using this work dir (workdir.py)
   <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed);
                                       image bytes only where the input shard lacks them (stages/release.py)
   <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 from curation.config import Config
 from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
 from curation.errors import UserError
+from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer, read_parquet
-from curation.io.readers import read_image_column, read_shard
+from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
 from curation.io.sources import Shard
-from curation.io.urls import strip_credentials
 from curation.schema import Status, conform, record_schema
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
@@ -89,10 +89,12 @@ def stage_seconds(table: pa.Table) -> dict[str, float]:
 # ---- phase 1: score -------------------------------------------------------------------------------
 
 
-def read_and_prepare(shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int) -> pa.Table:
+def read_and_prepare(
+    shard: Shard, stages: list[BatchStage], paths: JobPaths, embed_dim: int, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
     start = time.perf_counter()
-    table = read_shard(shard, paths.storage_options)
+    table = read_shard(shard, paths.storage_options, max_shard_bytes)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
     table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
@@ -141,10 +143,11 @@ def in_key_order(table: pa.Table) -> pa.Table:
 
 
 def decisions_table(tables: list[pa.Table]) -> pa.Table:
-    """Sort the decisions from all groups into one table, with the source shard for per-shard reads."""
-    table = pa.concat_tables([t.cast(DECISION_SCHEMA) for t in tables]) if tables else DECISION_SCHEMA.empty_table()
-    source = pc.list_element(pc.split_pattern(table.column("key"), "/", max_splits=1), 0)
-    return table.append_column("source", source).sort_by([("source", "ascending"), ("key", "ascending")])
+    """Sort the decisions from all groups (each with its rows' source shards) into one table, by source
+    shard for per-shard reads."""
+    schema = DECISION_SCHEMA.append(pa.field("source", pa.string()))
+    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    return table.sort_by([("source", "ascending"), ("key", "ascending")])
 
 
 def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]:
@@ -162,7 +165,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     shard_id = shard.shard_id
     table = read_parquet(paths.work, paths.scored_name(shard_id))
     if cfg.output.keep_images:
-        table = with_source_bytes(table, shard, paths)
+        table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes)
     if clip_threshold is not None:
         table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
@@ -172,6 +175,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     result = {"shard_id": shard_id, "rows": table.num_rows, "reasons": {}}
     for status in Status:
         part = table.filter(pc.equal(table.column("status"), status.value))
+        part = huggingface.with_features(part, decode_images=status is Status.KEPT)  # PIL images in datasets
         data = parquet_buffer(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
         result[status.value] = part.num_rows
         result[f"{status.value}_sha256"] = paths.out.write_bytes(data, final_file(status.value, shard_id))
@@ -180,12 +184,15 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     return result
 
 
-def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Table:
-    """The scored shard with the image bytes the score phase left in the input shard read back."""
+def with_source_bytes(
+    table: pa.Table, shard: Shard, paths: JobPaths, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Table:
+    """The scored shard with the image bytes the score phase left in the input shard read back (under
+    the same per-shard cap as the score phase read them)."""
     if not pc.any(pc.is_null(table.column("image"))).as_py():
         return table
     try:
-        return restore_source_bytes(table, read_image_column(shard, paths.storage_options))
+        return restore_source_bytes(table, read_image_column(shard, paths.storage_options, max_shard_bytes))
     except SourceChanged as changed:
         raise UserError(
             f"input shard {shard.url} changed since it was scored (it no longer holds the image of {changed}): "
@@ -194,30 +201,6 @@ def with_source_bytes(table: pa.Table, shard: Shard, paths: JobPaths) -> pa.Tabl
 
 
 # ---- job bookkeeping ------------------------------------------------------------------------------
-
-
-def check_or_claim_work_dir(paths: JobPaths, digest: str, shards: list[Shard]) -> int:
-    """Make sure the work dir belongs to this job (same config, same inputs); returns the attempt number.
-    The inputs are stored without credentials (io/urls.py)."""
-    inputs = [strip_credentials(s.url) for s in shards]
-    if paths.work.exists("job.json"):
-        job = read_json(paths.work, "job.json", keys={"config_digest": str, "inputs": list, "attempt": int})
-        if job is None:
-            raise UserError(
-                f"{strip_credentials(paths.work.path('job.json'))} is damaged (not this tool's JSON): delete "
-                f"{strip_credentials(paths.work_url)} to start the job over"
-            )
-        if job["config_digest"] != digest or job["inputs"] != inputs:
-            raise UserError(
-                f"{strip_credentials(paths.work_url)} holds an unfinished run with another config or inputs: "
-                "use a new --output, or delete that directory to start over"
-            )
-        attempt = job["attempt"] + 1
-    else:
-        attempt = 1
-    job = {"config_digest": digest, "inputs": inputs, "attempt": attempt}
-    paths.work.write_bytes(json.dumps(job, indent=2).encode(), "job.json")
-    return attempt
 
 
 def read_json(location: Location, name: str, keys: dict[str, type]) -> dict | None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curation.config import Config
+from curation.dedup.decisions import FILTER_KINDS, REASON_FOR_KIND
+from curation.io.readers import READ_REASONS
 from curation.models.info import ModelInfo
+from curation.schema import Stage, reason_name
 from curation.stages.base import BatchStage
 from curation.stages.basic import BasicFilter
 from curation.stages.caption import CaptionStage
@@ -26,6 +29,18 @@ class StagePlan:
     cpu: list[BatchStage]  # before embedding: tasks or the embedding actor (runner._place_stages)
     embed: EmbedStage  # actor pool: embeddings, clip_score and every head's score in one pass
     post: list[BatchStage]  # after embedding: filters on the scores, then privacy on the rows still kept
+
+    def reject_reasons(self) -> dict[str, list[str]]:
+        """Every reason a row of this job can be rejected with, by the stage or phase that writes it:
+        what the readers, each stage (as configured: heads name their own) and the dedup phase declare."""
+        by_stage = {Stage.READ.value: [reason_name(r) for r in READ_REASONS]}
+        for stage in [*self.cpu, self.embed, *self.post]:
+            if stage.emits():
+                by_stage.setdefault(str(getattr(stage.name, "value", stage.name)), []).extend(stage.emits())
+        by_stage[Stage.DEDUP.value] = [reason_name(r) for r in REASON_FOR_KIND.values()]
+        for reason, stage in FILTER_KINDS.items():
+            by_stage.setdefault(stage.value, []).append(reason)
+        return {stage: list(dict.fromkeys(reasons)) for stage, reasons in by_stage.items()}
 
     @classmethod
     def build(cls, cfg: Config, info: ModelInfo) -> "StagePlan":

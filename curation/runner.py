@@ -3,7 +3,8 @@
 Phase 1 (score) streams input shards through read+decode+basic tasks, an embedding actor pool and
 a commit task, one Ray block per input shard, skipping shards already committed. Phase 2 (dedup)
 reads only the small columns of the scored shards and groups them by hash. Phase 3 (write) turns
-each scored shard plus the decisions into kept/ and rejected/ files; then the manifest; then _SUCCESS.
+each scored shard plus the decisions into kept/ and rejected/ files; then the exports output.formats
+and output.embeddings ask for (curation/io/sinks: one task per output shard); then the manifest; then _SUCCESS.
 """
 
 from __future__ import annotations
@@ -21,22 +22,16 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation import __version__
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
-from curation.dedup.decisions import resolve_chains
-from curation.dedup.exact import exact_group_decisions
 from curation.errors import UserError
-from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard, list_shards
 from curation.io.storage import check_output_location, storage_problem_in
 from curation.io.urls import strip_credentials, strip_credentials_in
 from curation.job import (
     JobPaths,
-    check_or_claim_work_dir,
-    decisions_table,
     finish_scoring,
     funnel,
     read_and_prepare,
@@ -45,6 +40,9 @@ from curation.job import (
     run_stages,
     write_final_shard,
 )
+from curation.phases.dedup import keep_fraction_threshold, run_dedup, task_blocks
+from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
+from curation.schema import SCHEMA_VERSION
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 if TYPE_CHECKING:
@@ -92,13 +90,15 @@ class _StageActor:
             return _storage_failure(exc, self.paths)
 
 
-def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print) -> JobResult:
+def run_job(
+    cfg: Config, input_url: str, output_url: str, log: Callable[[str], None] = print, *, rescore: bool = False
+) -> JobResult:
     """Run the job; an operator's mistake (a storage error included, wherever it happens) is one UserError.
     URLs in what it logs and stores carry no credentials (io/urls.py)."""
     work_url = cfg.run.work_dir or f"{output_url.rstrip('/')}/_work"
     check_output_location(input_url, output_url, work_url)  # before anything is read or written
     try:
-        return _run_job(cfg, input_url, output_url, work_url, lambda line: log(strip_credentials(line)))
+        return _run_job(cfg, input_url, output_url, work_url, lambda line: log(strip_credentials(line)), rescore)
     except UserError:
         raise
     except Exception as exc:
@@ -108,7 +108,9 @@ def run_job(cfg: Config, input_url: str, output_url: str, log: Callable[[str], N
         raise
 
 
-def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: Callable[[str], None]) -> JobResult:
+def _run_job(
+    cfg: Config, input_url: str, output_url: str, work_url: str, log: Callable[[str], None], rescore: bool
+) -> JobResult:
     started = time.time()
     paths = JobPaths(output_url=output_url, work_url=work_url)
     try:
@@ -127,6 +129,7 @@ def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: C
     from curation.models.info import model_info
     from curation.models.weights import check_model_files
     from curation.plan import StagePlan
+    from curation.workdir import check_or_claim_work_dir
 
     info = model_info(cfg.model)
     # Mistakes found before anything is written: a wrong weights file (one line now, not an actor's
@@ -134,8 +137,8 @@ def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: C
     check_model_files(cfg)
     if not ray.is_initialized() and _cluster_address(cfg):
         check_ray_address(_cluster_address(cfg))
-    paths.out.remove("_SUCCESS")
-    attempt = check_or_claim_work_dir(paths, digest, shards)
+    paths.out.remove("_SUCCESS")  # a denied, read-only or full disk: one line (run_job)
+    attempt = check_or_claim_work_dir(paths, digest, shards, info.model_id, rescore=rescore)
     plan = StagePlan.build(cfg, info)
     _init_ray(cfg)
     timings: dict = {}
@@ -151,18 +154,16 @@ def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: C
     timings["score_s"] = round(time.time() - t, 3)
     timings["stages"] = stage_seconds
 
-    clip_threshold = _keep_fraction_threshold(shards, paths, cfg)
+    clip_threshold = keep_fraction_threshold(shards, paths, cfg)
 
     t = time.time()
-    n_dups = _survive_node_loss(lambda: _dedup(shards, paths, cfg, plan, clip_threshold), log)
+    n_dups = _survive_node_loss(lambda: run_dedup(shards, paths, cfg, plan, clip_threshold), log)
     log(f"dedup: {n_dups} duplicates found")
     timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
     results = _survive_node_loss(lambda: _write(shards, cfg, paths, clip_threshold), log)
     timings["write_s"] = round(time.time() - t, 3)
-    timings["total_s"] = round(time.time() - started, 3)
-
     # Nothing writes now: part files of another run and temporaries of failed writes go (listed as removed).
     removed = remove_stale_outputs(paths, shards)
     for location in (paths.out, paths.work):
@@ -170,7 +171,13 @@ def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: C
     if removed:
         log(f"removed {len(removed)} files that were not this job's from kept/ and rejected/ (see the manifest)")
 
+    t = time.time()
+    exports = _survive_node_loss(lambda: export_formats(cfg, output_url, results, log), log)
+    timings["export_s"] = round(time.time() - t, 3)
+    timings["total_s"] = round(time.time() - started, 3)
+
     manifest = _manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    manifest["reject_reasons"] = plan.reject_reasons()
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,
@@ -179,6 +186,7 @@ def _run_job(cfg: Config, input_url: str, output_url: str, work_url: str, log: C
         else None,
     }
     manifest["removed"] = removed
+    manifest["exports"] = exports
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
     _write_report(output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
@@ -378,9 +386,12 @@ def _score(pending: list[Shard], plan: StagePlan, paths: JobPaths, embed_dim: in
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in pending]
     task_stages, actor_stages = _place_stages(plan, cfg)
     post_stages = plan.post
+    max_shard_bytes = cfg.input.max_shard_bytes
 
     def read(batch: pa.Table) -> pa.Table:
-        tables = [read_and_prepare(Shard(**row), task_stages, paths, embed_dim) for row in batch.to_pylist()]
+        tables = [
+            read_and_prepare(Shard(**row), task_stages, paths, embed_dim, max_shard_bytes) for row in batch.to_pylist()
+        ]
         tables = [t for t in tables if t.num_rows]
         return pa.concat_tables(tables, promote_options="default") if tables else _empty_prepared()
 
@@ -591,192 +602,6 @@ def _empty_prepared() -> pa.Table:
     return pa.table({"source": pa.array([], pa.string())})
 
 
-def _keep_fraction_threshold(shards: list[Shard], paths: JobPaths, cfg: Config) -> float | None:
-    """DataComp-style top-k %: the clip_score threshold that keeps `clip.keep_fraction` of the rows
-    still kept after scoring, over the whole job. Reads one float per row on the driver."""
-    if cfg.clip.keep_fraction is None:
-        return None
-    import numpy as np
-
-    from curation.io.commit import read_parquet
-    from curation.stages.clip_filter import threshold_for_keep_fraction
-
-    scores = []
-    for shard in shards:
-        table = read_parquet(paths.work, paths.scored_name(shard.shard_id), columns=["clip_score", "status"])
-        table = table.filter(pc.equal(table.column("status"), "kept"))
-        scores.append(table.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64))
-    values = np.concatenate(scores) if scores else np.zeros(0)
-    return threshold_for_keep_fraction(np.nan_to_num(values, nan=np.nan), cfg.clip.keep_fraction)
-
-
-def _dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_threshold: float | None = None) -> int:
-    """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster."""
-    from curation.dedup import prepare
-
-    d = cfg.dedup
-    files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
-    total_rows = sum(_parquet_rows(paths, f) for f in files)
-    text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
-    columns = list(dict.fromkeys(["key", "sha256", "phash", "img_emb", *text, "status", d.quality]))
-    # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
-    work = paths.work
-
-    def read_small_columns(batch: pa.Table) -> pa.Table:
-        from curation.io.commit import read_parquet
-
-        tables = [read_parquet(work, name, columns=columns) for name in batch.column("name").to_pylist()]
-        kept = [prepare.kept_rows(t, min_clip_score=clip_threshold) for t in tables]
-        return pa.concat_tables(kept)
-
-    names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
-    rows = ray.data.from_items(names, override_num_blocks=_task_blocks(len(names)))
-    rows = rows.map_batches(read_small_columns, batch_size=None, batch_format="pyarrow")
-    partitions = _partitions(len(shards), total_rows)
-    tables: list[pa.Table] = []
-    if cfg.image_filter.reference and total_rows:
-        rows, outside = _image_filter(rows, total_rows, cfg, plan)
-        tables += outside
-    if d.exact and total_rows:
-        exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
-            exact_group_decisions, fn_kwargs={"quality": d.quality}, batch_format="pyarrow"
-        )
-        tables += _collect(exact)
-    paths.out.remove("_state")
-    clustered = d.near or d.semantic or bool(d.against) or bool(d.eval_sets)
-    if clustered and total_rows:
-        from curation.dedup.cluster import ClusterDedup, dedup_cluster
-        from curation.dedup.semantic import fit_centroids
-        from curation.dedup.state import previous_centroids, write_centroids
-
-        centroids = previous_centroids(d.against)
-        if centroids is None:
-            rate = min(1.0, d.sample_size / total_rows)
-            sample = _collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
-            sample = pa.concat_tables(sample).sort_by("key") if sample else None
-            if sample is not None and sample.num_rows:
-                k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
-                centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
-        if centroids is not None:
-            write_centroids(paths.out, centroids)
-            dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
-            settings = ClusterDedup(
-                eval_rows=_eval_rows(d.eval_sets, plan, centroids),
-                quality=d.quality,
-                near=d.near,
-                near_radius=d.near_radius,
-                near_min_cosine=d.near_min_cosine,
-                semantic=d.semantic,
-                semantic_eps=d.semantic_eps,
-                semantic_text_eps=d.semantic_text_eps,
-                eval_eps=d.eval_eps,
-                against=list(d.against),
-                state_url=paths.output_url,
-            )
-            grouped = rows.map_batches(
-                prepare.with_clusters,
-                fn_kwargs={"centroids": centroids, "drop_keys": dropped},
-                batch_format="pyarrow",
-            )
-            found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
-                dedup_cluster, fn_kwargs={"settings": settings}, batch_format="pyarrow"
-            )
-            tables += _collect(found)
-            _carry_previous_state(d.against, paths, len(centroids))
-    decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
-    paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
-    return decisions.num_rows
-
-
-def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
-    """DataComp's image-based filter, before dedup: k-means on a sample of the pool, the reference images'
-    nearest clusters, and every row assigned to a cluster. Returns (the rows inside, for dedup; the
-    decisions rejecting the rows outside)."""
-    from curation.dedup import image_filter, prepare
-    from curation.dedup.contamination import embed_eval_sets
-    from curation.dedup.semantic import fit_centroids
-    from curation.stages.decode import DecodeStage
-
-    f = cfg.image_filter
-    rate = min(1.0, f.sample_size / total_rows)
-    sample = _collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
-    if not sample:
-        return rows, []
-    centroids = fit_centroids(prepare.embeddings(pa.concat_tables(sample).sort_by("key")), k=f.clusters, seed=f.seed)
-    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
-    reference = embed_eval_sets(f.reference, [decode, plan.embed], setting="image_filter.reference")
-    if reference is None or not reference.num_rows:
-        raise UserError(
-            f"image_filter.reference {f.reference} holds no decodable images: give folders of images or img2dataset output"
-        )
-    allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
-    settings = {"centroids": centroids, "allowed": allowed}
-    outside = _collect(rows.map_batches(image_filter.outside_decisions, fn_kwargs=settings, batch_format="pyarrow"))
-    return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
-
-
-def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
-    """The eval sets' images, decoded and embedded like the input (on the driver: eval sets are small)."""
-    from curation.dedup.contamination import embed_eval_sets
-    from curation.dedup.prepare import embeddings
-    from curation.dedup.semantic import assign_clusters
-    from curation.stages.decode import DecodeStage
-
-    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
-    rows = embed_eval_sets(eval_sets, [decode, plan.embed])
-    if rows is None or not rows.num_rows:
-        return None
-    return rows.append_column("cluster", pa.array(assign_clusters(embeddings(rows), centroids), pa.int64()))
-
-
-def _collect(ds) -> list[pa.Table]:
-    return [t for t in (ray.get(ref) for ref in ds.to_arrow_refs()) if t.num_rows]
-
-
-def _parquet_rows(paths: JobPaths, path: str) -> int:
-    import pyarrow.parquet as pq
-
-    with paths.work.fs.open(path, "rb") as f:
-        return pq.read_metadata(f).num_rows
-
-
-def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) -> None:
-    """Clusters with no new rows still carry the earlier refreshes' kept rows into this run's state."""
-    from curation.dedup.state import cluster_file, read_cluster_state
-    from curation.io.commit import Location
-
-    if not against:
-        return
-    out = Location.of(paths.output_url)
-    for cluster in range(n_clusters):
-        if out.exists(cluster_file(cluster)):
-            continue
-        previous = read_cluster_state(against, cluster)
-        if previous is not None:
-            out.write_bytes(parquet_bytes(previous.sort_by("key")), cluster_file(cluster))
-
-
-SHARDS_PER_TASK = 16  # at most, in the phases after scoring, once every CPU has two tasks
-
-
-def _task_blocks(n_shards: int) -> int:
-    """Blocks (one task each, its shards handled one after another) for a phase that reads or writes
-    whole shards: two per CPU of the cluster, so that the tasks even out, never more than one per shard,
-    and more where a task would hold over SHARDS_PER_TASK shards (a retried task redoes them all). A
-    task per shard would pay Ray's gap between tasks (~0.15 s on the 2-core box) for every shard."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(n_shards, max(2 * cpus, -(-n_shards // SHARDS_PER_TASK))))
-
-
-ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (README: sizing)
-
-
-def _partitions(n_shards: int, total_rows: int = 0) -> int:
-    """Groupby partitions: one per shard up to 512, and more for large jobs, so that no task holds
-    much more than ROWS_PER_PARTITION rows of the dedup columns."""
-    return max(2, min(n_shards, 512), -(-total_rows // ROWS_PER_PARTITION))
-
-
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
     def write(batch: pa.Table) -> pa.Table:
         results = []
@@ -793,7 +618,7 @@ def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: fl
         return pa.table({"result": [json.dumps(r) for r in results]})
 
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
-    ds = ray.data.from_items(items, override_num_blocks=_task_blocks(len(items)))
+    ds = ray.data.from_items(items, override_num_blocks=task_blocks(len(items)))
     ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
     results = [json.loads(row["result"]) for row in ds.iter_rows()]
     failed = sorted(r["user_error"] for r in results if "user_error" in r)
@@ -840,7 +665,7 @@ def _manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) 
         for s in shards
     ]
     return {
-        "format_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "inputs": inputs,
         "shards": results,
         "config": strip_credentials_in(cfg.model_dump(mode="json")),  # e.g. run.address ray://user:pw@head

@@ -6,9 +6,14 @@ filled yet are null. `status` and `reject_reason` are on every row: rejected row
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 import pyarrow as pa
+
+# The version of the record schema and of what a scored shard holds. A work dir records it: a resume with
+# another version is refused (or rescored with --rescore). Bump it when a stored column changes meaning.
+SCHEMA_VERSION = 2
 
 
 class Status(str, Enum):
@@ -33,6 +38,19 @@ class Stage(str, Enum):
     IMAGE_FILTER = "image_filter"
 
 
+# A reject reason is an identifier: stages, heads and phases declare the ones they write (BatchStage.
+# reject_reasons, plan.StagePlan.reject_reasons collects them); the enum below names the built-in ones.
+REASON_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def reason_name(reason: "RejectReason | str") -> str:
+    """The reason as stored in `reject_reason`, checked to be an identifier."""
+    name = reason.value if isinstance(reason, Enum) else str(reason)
+    if not REASON_PATTERN.fullmatch(name):
+        raise ValueError(f"reject reason {name!r} is not an identifier (lower case letters, digits, _)")
+    return name
+
+
 class RejectReason(str, Enum):
     # read: the record itself is incomplete
     MISSING_IMAGE = "missing_image"
@@ -46,6 +64,7 @@ class RejectReason(str, Enum):
     BROKEN_TAR_MEMBER = "broken_tar_member"  # cut or damaged member/header; samples before it are read
     BROKEN_ROW_GROUP = "broken_row_group"  # an undecodable Parquet row group; the others are read
     UNREADABLE_SHARD = "unreadable_shard"  # not a tar / Parquet / CSV at all: one row stands for it
+    SHARD_TOO_LARGE = "shard_too_large"  # the shard's bytes passed input.max_shard_bytes: this row's were not read
     # read or download: larger than the configured limit
     TOO_LARGE = "too_large"
     # download: URL lists
@@ -116,7 +135,7 @@ def record_schema(embed_dim: int) -> pa.Schema:
             pa.field("source", pa.string()),
             pa.field("url", pa.string()),
             pa.field("caption", pa.string()),
-            pa.field("image", pa.binary()),
+            pa.field("image", pa.binary()),  # kept/ and rejected/ store it as HF's {bytes, path} (io/huggingface.py)
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),
             pa.field("sha256", pa.string()),
@@ -140,15 +159,23 @@ def record_schema(embed_dim: int) -> pa.Schema:
     )
 
 
-# Columns the reader produces (the raw record).
-RAW_COLUMNS = ("key", "source", "url", "caption", "image")
-
-# Columns the dedup phase reads from scored shards: small, no image bytes.
-DEDUP_COLUMNS = ("key", "sha256", "phash", "img_emb", "clip_score", "status")
+# Columns that live only while a shard is scored and are never stored: the decoded pixels the
+# embedding reads, and bookkeeping columns, whose names start with "_".
+WORKING_COLUMNS = frozenset({"pixels"})
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null."""
+    """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null.
+
+    A column that is neither in the schema nor a working column is an error, not silently dropped: a
+    stage that adds a column must add it to the record schema too."""
+    unknown = [
+        name
+        for name in table.column_names
+        if name not in schema.names and name not in WORKING_COLUMNS and not name.startswith("_")
+    ]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the record schema: add them to record_schema()")
     columns = []
     for field in schema:
         if field.name in table.column_names:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU throughput checks of the README's Throughput section, in one run on a node with one CUDA GPU
+# The GPU throughput checks of docs/benchmarks.md, in one run on a node with one CUDA GPU
 # and the package installed (random weights: throughput does not depend on them):
 #   1. embed ViT-L-14: the embed stage in the Ray actor vs the bare bf16 forward pass (aim: >= 0.9)
 #   2. embed ViT-B-32: likewise

@@ -22,3 +22,9 @@ def test_a_world_from_other_planters_is_made_again(tmp_path):
     (tmp_path / "now" / "truth.json").write_text(json.dumps(older))
     assert not _same_world(tmp_path / "now" / "truth.json", rows=40, seed=0)
     assert not _same_world(tmp_path / "missing.json", rows=40, seed=0)
+
+
+def test_the_demo_reads_the_shipped_demo_pipeline():
+    from curation.lab.demo import DEMO_CONFIG
+
+    assert DEMO_CONFIG.is_file() and DEMO_CONFIG.name == "demo.yaml"

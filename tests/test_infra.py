@@ -28,7 +28,11 @@ def documents(name: str) -> list[dict]:
 
 
 def all_documents() -> list[dict]:
-    return [d for name in ("raycluster.yaml", "rayjob.yaml", "cronjob.yaml") for d in documents(name)]
+    return [
+        d
+        for name in ("kuberay-raycluster.yaml", "kuberay-rayjob.yaml", "kubernetes-cronjob.yaml")
+        for d in documents(name)
+    ]
 
 
 def test_core_kinds_validate_against_the_kubernetes_schemas():
@@ -39,7 +43,7 @@ def test_core_kinds_validate_against_the_kubernetes_schemas():
 
 
 def test_a_broken_manifest_is_caught():
-    cronjob = next(d for d in documents("cronjob.yaml") if d["kind"] == "CronJob")
+    cronjob = next(d for d in documents("kubernetes-cronjob.yaml") if d["kind"] == "CronJob")
     cronjob["spec"]["concurrencyPolicy"] = 7
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
@@ -109,7 +113,7 @@ def test_the_commands_the_manifests_run_exist_with_those_options():
 
 
 def test_the_configmap_holds_a_valid_pipeline(tmp_path):
-    configmap = next(d for d in documents("cronjob.yaml") if d["kind"] == "ConfigMap")
+    configmap = next(d for d in documents("kubernetes-cronjob.yaml") if d["kind"] == "ConfigMap")
     for name, text in configmap["data"].items():
         path = tmp_path / name
         path.write_text(text)

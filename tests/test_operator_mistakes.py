@@ -342,13 +342,13 @@ CASES = {
     ),
     "job.json not JSON": Case(
         lambda c: _run(str(c.world), str(c.out)),
-        ["job.json is damaged", "delete"],
+        ["job.json", "delete"],
         setup=lambda c: _job_json(c.out, "[1, 2"),
         absent=lambda c: c.out / "kept",
     ),
     "job.json lacks keys": Case(
         lambda c: _run(str(c.world), str(c.out)),
-        ["job.json is damaged"],
+        ["delete that directory"],
         setup=lambda c: _job_json(c.out, '{"inputs": []}'),
         absent=lambda c: c.out / "kept",
     ),

@@ -8,6 +8,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from curation.config import load_config
+from curation.io.readers import image_values
 from curation.runner import run_job
 
 PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
@@ -51,8 +52,13 @@ def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, s
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
     run_job(cfg, str(small_world[0]), str(tmp_path / "out"), log=lambda _: None)
     columns = ["key", "image", "unsafe", "watermark", "lang", "status", "reject_reason"]
-    kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table(columns=columns).to_pylist()
-    rejected = pads.dataset(str(tmp_path / "out" / "rejected")).to_table(columns=columns).to_pylist()
+    kept, rejected = (
+        [
+            {**row, "image": image}
+            for row, image in zip(table.to_pylist(), image_values(table.column("image")).to_pylist())
+        ]
+        for table in (pads.dataset(str(tmp_path / "out" / p)).to_table(columns=columns) for p in ("kept", "rejected"))
+    )
     assert len(kept) + len(rejected) == small_world[1]["rows"]
     reasons = {r["reject_reason"] for r in rejected}
     assert not reasons & {"unsafe", "watermark"}  # tagged only

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from curation.config import load_config
+from curation.io.readers import image_values
 from curation.lab.synth.img2dataset import Sample, write_parquet_shard
 from curation.lab.synth.world import encode_jpeg, sample_scene
 from curation.runner import run_job
@@ -62,7 +63,9 @@ def privacy_run(ray_local, tmp_path_factory):
     columns = ["key", "caption", "image", "sha256", "faces", "pii", "lang", "status", "reject_reason", "reject_stage"]
     rows = {}
     for part in ("kept", "rejected"):
-        for row in pads.dataset(str(root / "out" / part)).to_table(columns=columns).to_pylist():
+        table = pads.dataset(str(root / "out" / part)).to_table(columns=columns)
+        table = table.set_column(columns.index("image"), "image", image_values(table.column("image")))  # the bytes
+        for row in table.to_pylist():
             rows[row["key"]] = row
     by_name = {name: rows[f"00000/0000000{i}"] for i, name in enumerate(CAPTIONS)}  # key: shard/sample
     return by_name, payloads, result

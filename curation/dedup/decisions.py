@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.schema import DupKind, RejectReason, Stage, Status
 from curation.stages.base import set_column
@@ -19,6 +20,22 @@ REASON_FOR_KIND = {
 }
 # Decisions of the dedup phase that filter rather than deduplicate: no dup_of, no dup_kind on the row.
 FILTER_KINDS = {RejectReason.OUTSIDE_REFERENCE_CLUSTERS.value: Stage.IMAGE_FILTER}
+
+
+def with_sources(decisions: pa.Table, rows: pa.Table) -> pa.Table:
+    """`decisions` with the source shard of each decided row, taken from `rows` (the rows they decide
+    about), so that each write task reads only its own shard's decisions; never parsed out of keys."""
+    at = pc.index_in(decisions.column("key"), value_set=rows.column("key"))
+    return (
+        decisions.select(DECISION_SCHEMA.names)
+        .cast(DECISION_SCHEMA)
+        .append_column("source", pc.take(rows.column("source"), at).cast(pa.string()))
+    )
+
+
+def decide_with_sources(rows: pa.Table, *, decide, **settings) -> pa.Table:
+    """For `map_groups` / `map_batches`: `decide(rows, **settings)`, its decisions with their sources."""
+    return with_sources(decide(rows, **settings), rows)
 
 
 def empty_decisions() -> pa.Table:
@@ -78,6 +95,7 @@ def resolve_chains(decisions: pa.Table) -> pa.Table:
     """
     previous = DupKind.PREVIOUS_REFRESH.value
     keys = decisions.column("key").to_pylist()
+    sources = decisions.column("source") if "source" in decisions.column_names else None
     target = dict(zip(keys, zip(decisions.column("dup_of").to_pylist(), decisions.column("dup_kind").to_pylist())))
     dup_of, kinds = [], []
     for key in keys:
@@ -90,4 +108,5 @@ def resolve_chains(decisions: pa.Table) -> pa.Table:
                 kind = previous
         dup_of.append(current)
         kinds.append(kind)
-    return pa.table({"key": keys, "dup_of": dup_of, "dup_kind": kinds}, schema=DECISION_SCHEMA)
+    resolved = pa.table({"key": keys, "dup_of": dup_of, "dup_kind": kinds}, schema=DECISION_SCHEMA)
+    return resolved.append_column("source", sources) if sources is not None else resolved

@@ -29,11 +29,6 @@ from collections.abc import Sequence
 
 import faiss
 import numpy as np
-import pyarrow as pa
-
-from curation.dedup.decisions import empty_decisions
-from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions
-from curation.schema import DupKind
 
 HASH_BITS = 64
 DEFAULT_RADIUS = 12
@@ -77,36 +72,3 @@ def near_pairs(phash: np.ndarray, *, radius: int = DEFAULT_RADIUS) -> tuple[np.n
     left, right, _ = range_pairs(codes, codes, radius=radius)
     upper = left < right
     return left[upper], right[upper]
-
-
-def near_duplicate_decisions(
-    keys: Sequence[str] | pa.Array,
-    phash: np.ndarray,
-    quality: Sequence[float | None] | np.ndarray,
-    *,
-    radius: int = DEFAULT_RADIUS,
-) -> pa.Table:
-    """Decisions (kind near) for one partition: rows within `radius` bits join one group
-    (transitively); each group keeps its best-quality row (ties: smallest key). `phash` must be non-null."""
-    if len(keys) < 2:
-        return empty_decisions()
-    left, right = near_pairs(phash, radius=radius)
-    return pair_decisions(keys, quality, left, right, DupKind.NEAR)
-
-
-def against_phash_decisions(
-    new_keys: Sequence[str] | pa.Array,
-    new_phash: np.ndarray,
-    old_keys: Sequence[str] | pa.Array,
-    old_phash: np.ndarray,
-    *,
-    radius: int = DEFAULT_RADIUS,
-    kind: DupKind | str = DupKind.PREVIOUS_REFRESH,
-) -> pa.Table:
-    """Each new row within `radius` bits of an old row (kept earlier, or an eval image) is a duplicate
-    of the closest one (ties: smallest old key). Old rows always win: they are never rejected here."""
-    if not len(new_keys) or not len(old_keys):
-        return empty_decisions()
-    queries, hits, distances = range_pairs(phash_codes(new_phash), phash_codes(old_phash), radius=radius)
-    old = key_strings(old_keys)
-    return nearest_old_decisions(key_strings(new_keys), old, queries, hits, distances.astype(np.float64), kind)

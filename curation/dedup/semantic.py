@@ -174,7 +174,7 @@ def semantic_dedup(
 ) -> pa.Table:
     """SemDeDup in one process: fit `k` centroids on a seeded sample, assign every row, and decide
     duplicates cluster by cluster. Rows sorted by key. `timings`, when given, receives the seconds of
-    each step (fit, assign, clusters), the figures the web-scale sizing in the README derives from."""
+    each step (fit, assign, clusters), the figures docs/sizing.md derives from."""
     n = len(emb)
     if n < 2:
         return empty_decisions()

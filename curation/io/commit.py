@@ -97,6 +97,11 @@ def parquet_buffer(table: pa.Table, *, compression: str | dict = "zstd", row_gro
     else:
         leaves = [path for f in table.schema if f.name not in ENCODED_COLUMNS for path in _leaf_paths(f.name, f.type)]
         encoded = {"use_dictionary": leaves, "write_statistics": leaves}
+    if not table.num_rows:
+        # No row group at all rather than one of 0 rows: readers that size their batches by the first
+        # row group (Hugging Face datasets) fail on an empty one, and a shard may keep nothing.
+        pq.ParquetWriter(sink, table.schema, compression=compression, **encoded).close()
+        return sink.getvalue()
     pq.write_table(
         table,
         sink,

@@ -38,6 +38,21 @@ SCHEMES = ("http", "https")
 MAX_URL_CHARS = 8192
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
+# Every reason a fetch can end with.
+DOWNLOAD_REASONS = (
+    RejectReason.INVALID_URL,
+    RejectReason.BLOCKED_ADDRESS,
+    RejectReason.HTTP_3XX,
+    RejectReason.TOO_MANY_REDIRECTS,
+    RejectReason.HTTP_404,
+    RejectReason.HTTP_429,
+    RejectReason.HTTP_4XX,
+    RejectReason.HTTP_5XX,
+    RejectReason.TIMEOUT,
+    RejectReason.CONNECTION_ERROR,
+    RejectReason.OPTED_OUT,
+    RejectReason.TOO_LARGE,
+)
 _CHUNK = 1 << 16
 
 

@@ -1,4 +1,5 @@
-"""Read one input shard into an Arrow table of raw records (key, source, url, caption, image).
+"""Read one input shard into an Arrow table of raw records (key, source, url, caption, image): each input
+format (a plug-in under curation/io/formats/) finds its samples; what they share is here.
 
 Every sample found becomes a row, also an incomplete, damaged or hostile one: it is rejected here with a
 reason, never dropped. Nothing is ever extracted to disk and no path is built from a member name.
@@ -17,50 +18,91 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
   a caption); the rejected row stores only its first MAX_CAPTION_CHARS characters. A caption that is absent, null, NaN or not
   text (numbers, lists) is `missing_caption`, and so is an empty CSV cell (CSV has no null); another
   empty caption reaches the basic filter (`caption_too_short`).
-- Tars are read as a stream. A member with an absolute path or a `..` component is `unsafe_member_path`;
+- Text is never trusted to be UTF-8: member names, JSON strings and Parquet string columns may hold
+  invalid UTF-8 or lone surrogates (`"\\ud800"` in JSON). Such text is read as bytes and decoded with
+  replacement characters (Parquet string columns are read as binary), never raised on.
+- Tars are read as a stream. A member's name is the full name tarfile gives (GNU long names and pax
+  `path` records included), split into key and extension before it is cleaned or cut, so a long name
+  still gives one sample. A member with an absolute path or a `..` component is `unsafe_member_path`;
   links, devices, fifos and sparse files are `unsupported_tar_member`; a member over MAX_MEMBER_BYTES is
-  `too_large` (skipped unread). Damage keeps every sample that can be read: a member cut short rejects
-  its sample as `broken_tar_member`; garbage where a header should be is skipped block by block up to
-  the next valid header, and a cut header or a missing end-of-archive marker ends the archive; each of
-  these gives a row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
+  `too_large` (skipped unread). A `.json` member over MAX_JSON_BYTES is not parsed (its sample has no
+  url), and a GNU long-name or pax header over MAX_HEADER_BYTES is damage, not read into memory.
+  Damage keeps every sample that can be read: a member cut short rejects its sample as
+  `broken_tar_member`; garbage where a header should be is skipped block by block up to the next valid
+  header, and a cut header or a missing end-of-archive marker ends the archive; each of these gives a
+  row `<shard>/!damage@<offset>` rejected `broken_tar_member`.
+- Memory per shard is bounded by `max_shard_bytes` (config `input.max_shard_bytes`): the bytes a shard
+  brings into memory (every tar member read, a Parquet's image cells) are counted in file order, and
+  from the first member or image that would pass the cap on, every sample is rejected
+  `shard_too_large` and its bytes are not read (a Parquet file larger than the cap is read from the file
+  page by page, not into memory). The rows stay: input = kept + rejected holds for any shard size.
+  Text columns of a Parquet and CSV/TSV URL lists (no image bytes) are not counted.
 - A file that cannot be parsed at all (not a tar, a Parquet footer of garbage, an empty CSV) is one row
   `<shard>/!unreadable` rejected `unreadable_shard`; an undecodable Parquet row group gives a row
-  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts; a CSV
-  record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as 1)
-  rejected `malformed_row`.
+  `<shard>/!row-group-<i>-<j>` rejected `broken_row_group` for each row its footer counts (one row
+  `<shard>/!row-group-<i>` when it claims over MAX_DAMAGE_ROWS: a garbled footer may claim billions);
+  a CSV record with the wrong number of fields is a row `<shard>/!record-<n>` (n counts the header as
+  1) rejected `malformed_row`.
 - I/O errors (missing file, denied access, network) are not damage: they raise, so a transient failure
   is retried by the runner and never committed as data.
+- Only regular files are read (a symbolic link to one is followed): a FIFO, a device or a socket named
+  like a shard would block or never end, so it is a one-line UserError here as in `list_shards`, which
+  refuses such an input before anything is read.
 - URL lists (format "urls") give rows with `image` null that stay kept: the download stage fills them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import os
 import re
-import tarfile
+import stat
 from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
-from curation.io.sources import URL_COLUMN, Shard, header_columns, image_column, parquet_kind, url_list_delimiter
+from curation.config import MAX_SHARD_BYTES_LIMIT, InputConfig
+from curation.errors import UserError
+from curation.io.sources import (
+    URL_COLUMN,
+    Shard,
+    image_column,
+    not_regular,
+)
 from curation.schema import RejectReason, Stage, Status
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 CAPTION_COLUMNS = ("caption", "txt", "text")
 MAX_CAPTION_CHARS = 4096
-MAX_MEMBER_BYTES = 256 << 20
+# Every reason a reader can reject a row with (stage `read`).
+READ_REASONS = (
+    RejectReason.MISSING_IMAGE,
+    RejectReason.MISSING_CAPTION,
+    RejectReason.CAPTION_TOO_LONG,
+    RejectReason.DUPLICATE_KEY,
+    RejectReason.MALFORMED_ROW,
+    RejectReason.UNSAFE_MEMBER_PATH,
+    RejectReason.UNSUPPORTED_TAR_MEMBER,
+    RejectReason.BROKEN_TAR_MEMBER,
+    RejectReason.BROKEN_ROW_GROUP,
+    RejectReason.UNREADABLE_SHARD,
+    RejectReason.TOO_LARGE,
+    RejectReason.SHARD_TOO_LARGE,
+)
+MAX_SHARD_BYTES = InputConfig.model_fields["max_shard_bytes"].default
 MAX_NAME_CHARS = 256
+IMAGE_BATCH_ROWS = 64  # a Parquet image column is read this many rows at a time, against the cap
+MAX_DAMAGE_ROWS = 1 << 20  # a broken row group claiming more rows is one row (its footer may lie)
 DUPLICATE_SUFFIX = "~dup"
 UNREADABLE_NAME = "!unreadable"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TAR_DAMAGE = (tarfile.TarError, EOFError)
 
 RAW_SCHEMA = pa.schema(
     [
@@ -89,273 +131,165 @@ class RawSample:
     slots: set[str] = field(default_factory=set)
 
 
-def read_shard(shard: Shard, storage_options: dict | None = None) -> pa.Table:
-    storage_options = storage_options or {}
-    if shard.format == "webdataset":
-        return _to_table(shard, _read_tar(shard, storage_options))
-    if shard.url.endswith(".parquet"):
-        return _to_table(shard, *_read_parquet(shard, storage_options))
-    return _to_table(shard, *_read_url_table(shard, storage_options))
+def read_shard(shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES) -> pa.Table:
+    """One shard's raw table, read by its input format (curation/io/formats/)."""
+    from curation.io.formats import FORMATS
+
+    samples, images = FORMATS[shard.format].read(shard, storage_options or {}, Budget(max_shard_bytes))
+    return to_table(shard, samples, images)
 
 
-def read_image_column(shard: Shard, storage_options: dict | None = None) -> pa.ChunkedArray:
+def read_image_column(
+    shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.ChunkedArray:
     """The image bytes a shard holds, one value per row, for the write phase (which matches them by
-    hash): of a Parquet shard only its image column is read, with no row-by-row work; other shards,
-    and Parquet files that fail so (a corrupt row group), are read whole."""
-    storage_options = storage_options or {}
-    if shard.format != "webdataset" and shard.url.endswith(".parquet"):
-        try:
-            parquet = pq.ParquetFile(pa.BufferReader(_read_bytes(shard, storage_options)))
-            return image_values(
-                parquet.read(columns=[image_column(parquet.schema_arrow.names)], use_threads=False).column(0)
-            )
-        except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
-            pass
-    return read_shard(shard, storage_options).column("image")
+    hash): only the image column where the format can read it alone (Parquet), under the same
+    `max_shard_bytes` as `read_shard` (so the same rows have bytes); else the shard read whole."""
+    from curation.io.formats import FORMATS
+
+    read_images = getattr(FORMATS[shard.format], "read_images", None)
+    images = read_images(shard, storage_options or {}, max_shard_bytes) if read_images else None
+    return images if images is not None else read_shard(shard, storage_options, max_shard_bytes).column("image")
 
 
 def damage_row(name: str, reason: RejectReason) -> RawSample:
     return RawSample(name=name, reason=reason)
 
 
-# ---- webdataset tars ------------------------------------------------------------------------------
+@dataclass
+class Budget:
+    """The bytes a shard may still bring into memory. Once one value does not fit, none does: the rows
+    past the cap are the shard's last ones, whatever their sizes."""
+
+    limit: int
+    used: int = 0
+    full: bool = False
+
+    def __post_init__(self) -> None:
+        self.limit = min(self.limit, MAX_SHARD_BYTES_LIMIT)
+
+    def take(self, size: int) -> bool:
+        if self.full or self.used + size > self.limit:
+            self.full = True
+            return False
+        self.used += size
+        return True
 
 
-class _TarInfo(tarfile.TarInfo):
-    """Logs every header read on its archive. tarfile ends an archive silently at a cut or garbled
-    header; with `ignore_zeros` it skips garbage block by block to the next valid header instead, and
-    this log is how the reader still sees, and reports, what was skipped."""
+# ---- opening shard files ----------------------------------------------------------------------------
 
-    @classmethod
-    def fromtarfile(cls, tar):
-        log = tar.__dict__.setdefault("curation_headers", [])
+
+def open_regular(url: str, storage_options: dict):
+    """The shard file opened for reading. A local path must name a regular file (or a link to one): a
+    FIFO would block forever on open and a device (/dev/zero) never ends, so either is a UserError. It
+    is opened non-blocking and checked on the open descriptor, so no FIFO can block here."""
+    if get_protocol(url) not in ("file", "local"):
+        return fsspec.open(url, "rb", **storage_options).open()
+    path = LocalFileSystem._strip_protocol(url)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"input {url} is {not_regular(mode)}: inputs are read from regular files only, remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class GuardedFile:
+    """A file handed to pyarrow that remembers its I/O errors: pyarrow raises them as it raises damage
+    (OSError), and an I/O error must reach the runner (retried), never become rejected rows."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def _call(self, method, *args):
         try:
-            info = super().fromtarfile(tar)
-        except tarfile.EOFHeaderError:
-            log.append(("zero", tar.offset))
+            return method(*args)
+        except Exception as exc:
+            self.error = exc
             raise
-        except tarfile.InvalidHeaderError:
-            log.append(("invalid", tar.offset))
-            raise
-        except tarfile.TruncatedHeaderError:
-            log.append(("truncated", tar.offset))
-            raise
-        except tarfile.EmptyHeaderError:
-            log.append(("eof", tar.offset))
-            raise
-        log.append(("member", info.offset))
-        return info
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._file.read, size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call(self._file.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._call(self._file.tell)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
 
 
-def _damage_offsets(headers: list[tuple[str, int]]) -> list[int]:
-    """Where the header log shows damage: each run of garbage blocks, a header cut short, and an
-    archive that stops right after a member (no end-of-archive zero block: it was cut there)."""
-    offsets, previous = [], None
-    for kind, offset in headers:
-        if kind in ("invalid", "truncated") and previous != "invalid":
-            offsets.append(offset)
-        elif kind == "eof" and previous == "member":
-            offsets.append(offset)
-        previous = kind
-    return offsets
+class TableSource:
+    """A Parquet or CSV shard: its bytes read whole when the file is no larger than `max_bytes` (all the
+    I/O happens here, so whatever fails while parsing is damage of the file itself); a larger Parquet is
+    read from the file as pyarrow needs it, page by page, with its I/O errors told apart (GuardedFile)."""
 
-
-class _TarSamples:
-    """Groups members into samples by name: a member whose slot (image, caption, json) is already
-    filled in the open sample of that name starts a new sample of the same name."""
-
-    def __init__(self, max_member_bytes: int):
-        self.samples: list[RawSample] = []
-        self._open: dict[str, RawSample] = {}
-        self._reading: RawSample | None = None
-        self._damaged_at: set[int] = set()
-        self._max_member_bytes = max_member_bytes
-
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        if member.isdir():
-            return  # no data: not a sample
-        name = clean_name(member.name) or "?"
-        if name.startswith("./"):
-            name = name[2:]
-        stem, ext = _split_member_name(name)
-        slot = _slot(ext)
-        sample = self._sample_for(stem, slot)
-        if _unsafe_path(member.name):
-            _reject(sample, RejectReason.UNSAFE_MEMBER_PATH)
-        elif not member.isfile() or member.issparse():
-            _reject(sample, RejectReason.UNSUPPORTED_TAR_MEMBER)
-        elif slot is None:
-            return  # a field we do not use (e.g. .cls): its sample is accounted for
-        elif member.size > self._max_member_bytes:
-            _reject(sample, RejectReason.TOO_LARGE)
+    def __init__(self, url: str, storage_options: dict, max_bytes: int):
+        self._file = open_regular(url, storage_options)
+        self._guard: GuardedFile | None = None
+        size = self._size()
+        if size is None or size <= max_bytes:
+            self.data: bytes | None = self._file.read()
         else:
-            self._reading = sample
-            payload = tar.extractfile(member).read()
-            self._reading = None
-            if slot == "image":
-                sample.image = payload
-            elif slot == "caption":
-                sample.caption = payload
-            else:
-                sample.url = _url_from_json(payload)
+            self.data = None
+            self._guard = GuardedFile(self._file)
 
-    def broken(self, offset: int) -> None:
-        """Reading stopped on damage: the sample being read, or a row for the break, is broken."""
-        if self._reading is not None:
-            _reject(self._reading, RejectReason.BROKEN_TAR_MEMBER)
-        else:
-            self.damaged_at(offset)
-
-    def damaged_at(self, offset: int) -> None:
-        if offset not in self._damaged_at:
-            self._damaged_at.add(offset)
-            self.samples.append(damage_row(f"!damage@{offset}", RejectReason.BROKEN_TAR_MEMBER))
-
-    def found_nothing(self) -> bool:
-        return len(self.samples) == len(self._damaged_at)
-
-    def _sample_for(self, stem: str, slot: str | None) -> RawSample:
-        sample = self._open.get(stem)
-        if sample is None or (slot is not None and slot in sample.slots):
-            sample = RawSample(name=stem)
-            self.samples.append(sample)
-            self._open[stem] = sample
-        if slot is not None:
-            sample.slots.add(slot)
-        return sample
-
-
-def _read_tar(shard: Shard, storage_options: dict) -> list[RawSample]:
-    grouper = _TarSamples(MAX_MEMBER_BYTES)
-    unreadable = [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)]
-    with fsspec.open(shard.url, "rb", **storage_options) as raw:
+    def _size(self) -> int | None:
         try:
-            # Streaming mode: no seeks, so it works the same on object stores.
-            tar = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_TarInfo, ignore_zeros=True)
-        except _TAR_DAMAGE:
-            return unreadable
-        with tar:
-            try:
-                for member in tar:
-                    grouper.add(tar, member)
-            except _TAR_DAMAGE:
-                grouper.broken(tar.offset)
-            for offset in _damage_offsets(tar.__dict__.get("curation_headers", [])):
-                grouper.damaged_at(offset)
-    if grouper.found_nothing() and grouper.samples:
-        return unreadable  # damage and not one member: not a tar at all
-    return grouper.samples
+            size = self._file.seek(0, os.SEEK_END)
+            self._file.seek(0)
+        except Exception:  # noqa: BLE001 - not seekable (a stream): read whole, as small files are
+            return None
+        return size if isinstance(size, int) else None
+
+    def parquet(self, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+        if self._guard is None:
+            return pq.ParquetFile(pa.BufferReader(self.data), read_dictionary=read_dictionary)
+        return pq.ParquetFile(
+            pa.PythonFile(self._guard, mode="r"), read_dictionary=read_dictionary, pre_buffer=False, buffer_size=1 << 20
+        )
+
+    def raise_io_error(self) -> None:
+        """Inside an `except`: raise the I/O error behind the failure, if there was one."""
+        if self._guard is not None and self._guard.error is not None:
+            raise self._guard.error
+
+    def __enter__(self) -> "TableSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
 
 
-def _split_member_name(name: str) -> tuple[str, str]:
-    """webdataset's split: the key is the path up to the first dot of the file name."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not stem:  # ".hidden": no key before the dot
-        stem, ext = base, ""
-    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+def read_file_bytes(shard: Shard, storage_options: dict) -> bytes:
+    # All I/O happens here, so whatever fails while parsing afterwards is damage of the file itself.
+    with open_regular(shard.url, storage_options) as f:
+        return f.read()
 
 
-def _slot(ext: str) -> str | None:
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in CAPTION_EXTENSIONS:
-        return "caption"
-    if ext == "json":
-        return "json"
-    return None
-
-
-def _unsafe_path(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/")
-
-
-def _reject(sample: RawSample, reason: RejectReason) -> None:
+def reject_sample(sample: RawSample, reason: RejectReason) -> None:
     if sample.reason is None:
         sample.reason = reason
 
 
-def _url_from_json(payload: bytes) -> str | None:
-    try:
-        meta = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return clean_url(meta.get("url")) if isinstance(meta, dict) else None
+# ---- tables: the rows of a Parquet or CSV file ------------------------------------------------------
 
 
-# ---- tables: Parquet (image bytes or URL list) and CSV/TSV URL lists ------------------------------
-
-
-def _read_bytes(shard: Shard, storage_options: dict) -> bytes:
-    # All I/O happens here, so whatever fails while parsing afterwards is damage of the file itself.
-    with fsspec.open(shard.url, "rb", **storage_options) as f:
-        return f.read()
-
-
-def _read_parquet(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
-    data = _read_bytes(shard, storage_options)
-    try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        names = parquet.schema_arrow.names
-    except Exception:  # noqa: BLE001 - any unparsable footer is the same damage
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    parquet_kind(parquet.schema_arrow, shard.url)  # neither image nor url column: a UserError
-    columns = _table_columns(names)
-    samples: list[RawSample] = []
-    images: list[pa.ChunkedArray] = []
-    position = 0
-    for i in range(parquet.num_row_groups):
-        rows = parquet.metadata.row_group(i).num_rows
-        try:
-            table = parquet.read_row_group(i, columns=list(columns.values()), use_threads=False)
-        except Exception:  # noqa: BLE001 - a corrupt page: keep the other row groups
-            # One rejected row per row the footer says the group holds: the funnel still adds up.
-            samples += [damage_row(f"!row-group-{i}-{j}", RejectReason.BROKEN_ROW_GROUP) for j in range(rows)]
-            images.append(_no_images(rows))
-        else:
-            group_samples, group_images = _table_samples(table, columns, position)
-            samples += group_samples
-            images.append(group_images)
-        position += rows
-    return samples, pa.chunked_array([c for chunked in images for c in chunked.chunks], pa.binary())
-
-
-def _read_url_table(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.ChunkedArray]:
-    """A CSV or TSV URL list with a header line naming a `url` column."""
-    data = _read_bytes(shard, storage_options)
-    delimiter = url_list_delimiter(shard.url)
-    names = header_columns(data[: 64 << 10], delimiter)
-    if not names:
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    bad_lines: list[RawSample] = []
-
-    def on_invalid_row(row) -> str:
-        line = row.number if row.number is not None else hashlib.sha256(row.text.encode()).hexdigest()[:12]
-        bad_lines.append(damage_row(f"!record-{line}", RejectReason.MALFORMED_ROW))
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
-            ),
-            # Every column as bytes: no type guessing (keys keep their leading zeros), any encoding.
-            convert_options=pacsv.ConvertOptions(column_types={name: pa.binary() for name in names}),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], _no_images(1)
-    parquet_kind(table.schema, shard.url)
-    # CSV cannot tell an empty cell from a missing one: an empty caption is missing (and never fetched).
-    samples, images = _table_samples(table, _table_columns(table.column_names), 0)
-    for sample in samples:
-        if sample.caption == b"":
-            sample.caption = None
-    return samples + bad_lines, pa.chunked_array([*images.chunks, *_no_images(len(bad_lines)).chunks], pa.binary())
-
-
-def _table_columns(names: list[str]) -> dict[str, str]:
+def table_columns(names: list[str]) -> dict[str, str]:
     """Which file columns give image, caption, url and key (absent roles are left out)."""
     found = {
         "image": image_column(names),
@@ -366,27 +300,74 @@ def _table_columns(names: list[str]) -> dict[str, str]:
     return {role: column for role, column in found.items() if column}
 
 
-def _table_samples(table: pa.Table, columns: dict[str, str], position: int) -> tuple[list[RawSample], pa.ChunkedArray]:
-    """The samples of a table's rows (without their image bytes) and the image bytes, one per row."""
+def table_samples(table: pa.Table, columns: dict[str, str], position: int, pending: bool) -> list[RawSample]:
+    """The samples of a table's rows, without their image bytes; `pending`: URL-list rows."""
     n = table.num_rows
-    values = {role: table.column(col).to_pylist() for role, col in columns.items() if role != "image"}
+    values = {
+        role: _cells(table.column(col), numbers=role == "key") for role, col in columns.items() if role != "image"
+    }
     empty = [None] * n
     captions, urls, keys = values.get("caption", empty), values.get("url", empty), values.get("key", empty)
-    pending = "image" not in columns
     samples = []
     for i in range(n):
         url = clean_url(urls[i])
         name = clean_name(keys[i]) or (url_name(url) if url else f"row{position + i:09d}")
         samples.append(RawSample(name=name, caption=captions[i], url=url, pending_download=pending))
-    return samples, _no_images(n) if pending else image_values(table.column(columns["image"]))
+    return samples
+
+
+def _cells(column: pa.ChunkedArray, numbers: bool = False) -> list:
+    """A column's values for the row-by-row work: text as bytes (a string column may hold invalid UTF-8,
+    which `to_pylist` would raise on: the cleaning decodes it with replacement characters), numbers where
+    `numbers`, and None for any other type (lists, structs, dates: no text)."""
+    kind = column.type
+    try:
+        if pa.types.is_dictionary(kind):
+            column, kind = column.cast(kind.value_type), kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_string_view(kind):
+            column = column.cast(pa.binary())
+        elif pa.types.is_large_string(kind):
+            column = column.cast(pa.large_binary())
+        elif not (_is_binary(kind) or (numbers and (pa.types.is_integer(kind) or pa.types.is_floating(kind)))):
+            return [None] * len(column)
+        return column.to_pylist()
+    except (pa.ArrowException, ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
+        return [None] * len(column)
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return any(
+        is_type(kind)
+        for is_type in (
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_fixed_size_binary,
+            pa.types.is_binary_view,
+        )
+    )
 
 
 # ---- values -----------------------------------------------------------------------------------------
 
+# Lone surrogates other than surrogateescape's (U+DC80-U+DCFF, which stand for undecodable bytes).
+_FOREIGN_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: the bytes a surrogateescape'd name stands for decoded with replacement
+    characters, any other lone surrogate ("\\ud800" from JSON) replaced; Arrow and UTF-8 encoders raise on
+    surrogates."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        text = _FOREIGN_SURROGATES.sub("\ufffd", text)
+        return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
 
 def _text(value: object) -> str | None:
     if isinstance(value, str):
-        return value
+        return valid_text(value)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     return None
@@ -399,7 +380,6 @@ def clean_name(value: object) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    text = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
     text = _CONTROL.sub("?", text)
     if len(text) > MAX_NAME_CHARS:
         text = f"{text[: MAX_NAME_CHARS // 2]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -409,7 +389,7 @@ def clean_name(value: object) -> str | None:
 def clean_url(value: object) -> str | None:
     text = _text(value)
     text = text.strip() if text is not None else None
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace") if text else None
+    return text or None
 
 
 def url_name(url: str) -> str:
@@ -428,21 +408,22 @@ def clean_caption(value: object) -> tuple[str | None, RejectReason | None]:
     return text, None
 
 
-def image_values(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def image_values(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     """A table's image cells as binary, with no row-by-row work (a shard's image bytes are hundreds of
     megabytes): binary cells as they are, a Hugging Face image struct {"bytes": ..., "path": ...} by its
     bytes; cells of any other type (text, numbers) hold no image bytes."""
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column], column.type)
     if pa.types.is_struct(column.type):
         if column.type.get_field_index("bytes") < 0:
-            return _no_images(len(column))
+            return no_images(len(column))
         column = pc.struct_field(column, "bytes")
-    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary, pa.types.is_binary_view)
-    if not any(is_type(column.type) for is_type in binary):
-        return _no_images(len(column))
+    if not _is_binary(column.type):
+        return no_images(len(column))
     return column.cast(pa.binary())
 
 
-def _no_images(rows: int) -> pa.ChunkedArray:
+def no_images(rows: int) -> pa.ChunkedArray:
     return pa.chunked_array([pa.nulls(rows, pa.binary())])
 
 
@@ -462,11 +443,26 @@ def unique_key(key: str, seen: set[str]) -> tuple[str, bool]:
     return key, True
 
 
-def _to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
+def _image_chunks(samples: list[RawSample], chunk_bytes: int = 64 << 20) -> pa.ChunkedArray:
+    """The samples' image bytes as Arrow chunks of about `chunk_bytes`, each sample's Python bytes let go
+    once copied: the shard's images are in memory once, plus a chunk, not twice."""
+    chunks, pending, size = [], [], 0
+    for sample in samples:
+        pending.append(sample.image)
+        size += len(sample.image or b"")
+        sample.image = None
+        if size >= chunk_bytes:
+            chunks.append(pa.array(pending, pa.binary()))
+            pending, size = [], 0
+    chunks.append(pa.array(pending, pa.binary()))
+    return pa.chunked_array(chunks, pa.binary())
+
+
+def to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | None = None) -> pa.Table:
     """The raw table of a shard's samples; `images` holds their image bytes (one per sample) where
     they came from a table rather than from the samples themselves."""
     if images is None:
-        images = pa.chunked_array([pa.array([sample.image for sample in samples], pa.binary())])
+        images = _image_chunks(samples)
     has_image = images.is_valid().to_numpy(zero_copy_only=False) if samples else []
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names if name != "image"}
     seen: set[str] = set()

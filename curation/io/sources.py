@@ -6,14 +6,27 @@ Files and folders whose name starts with `.` or `_` are not inputs (temporary fi
 footer, an empty CSV) is still a shard: its reader turns it into one rejected `unreadable_shard` row, so
 one damaged file among thousands does not stop a job. A readable file of the wrong shape (Parquet or CSV
 with neither image nor url column) is a job-level `UserError`: that is a wrong --input, not damage.
+
+Each of these is a one-line `UserError` naming the files, raised before anything is read or written:
+- A shard-named path that is not a regular file (a FIFO, a device, a socket, or a symbolic link to one
+  or to nothing): a FIFO blocks forever and /dev/zero never ends. Links to regular files are followed.
+- A layout whose meaning cannot be told. In img2dataset's webdataset output NNNNN.parquet beside
+  NNNNN.tar is the tar's metadata and is skipped; but a Parquet with image bytes beside a same-named tar
+  (which of the two is the shard?), and, with input.format auto, an img2dataset metadata Parquet whose tar
+  is missing (its `status`/`error_message` columns or its NNNNN_stats.json give it away: reading it as a
+  URL list would download the shard again) are refused. Set input.format=urls to download such a file.
+- Two files that would make shards of the same id (a.csv and a.tsv, d/x.tar and d__x.tar).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import posixpath
 import re
+import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
@@ -25,7 +38,9 @@ from curation.errors import UserError
 IMAGE_COLUMNS = ("jpg", "image", "png", "webp", "jpeg")
 URL_COLUMN = "url"
 URL_LIST_SUFFIXES = (".csv", ".tsv")
-FORMATS = ("webdataset", "parquet", "urls")
+SHARD_SUFFIXES = (".tar", ".parquet", ".arrow", *URL_LIST_SUFFIXES)
+# Columns img2dataset writes to the metadata Parquet beside each tar (and never to a URL list it reads).
+METADATA_COLUMNS = ("status", "error_message")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _HEADER_BYTES = 64 << 10  # enough for any CSV header line we accept
 
@@ -36,7 +51,7 @@ class Shard:
 
     shard_id: str  # stable, file-name safe: derived from the shard's path under the input root
     url: str  # full fsspec URL of the shard file
-    format: str  # "webdataset" | "parquet" (image bytes) | "urls" (a URL list to download)
+    format: str  # the input format that reads it (curation/io/formats/): webdataset, parquet, urls, ...
 
 
 def shard_id_for(relative_path: str) -> str:
@@ -67,8 +82,31 @@ def access_denied(url: str, protocol: str) -> str:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Listing:
+    """The files under an input, as each input format's `detect` sees them (curation/io/formats/)."""
+
+    fs: fsspec.AbstractFileSystem
+    files: tuple[str, ...]  # sorted, hidden ones left out
+    fmt: str  # input.format: "auto" or a format's name
+    schemas: dict  # path -> the Parquet schema from its footer (None: unreadable footer), for every .parquet
+
+    def with_suffix(self, *suffixes: str) -> list[str]:
+        return [p for p in self.files if p.endswith(suffixes)]
+
+    def schema(self, path: str) -> pa.Schema | None:
+        return self.schemas.get(path)
+
+    def beside_tar(self, path: str) -> bool:
+        """Whether `path` (NNNNN.parquet) has a NNNNN.tar beside it: img2dataset's metadata of that tar."""
+        return f"{path.rsplit('.', 1)[0]}.tar" in self.files
+
+
 def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None = None) -> list[Shard]:
-    """List the shards under `input_url` (a directory or a single file), sorted by id."""
+    """List the shards under `input_url` (a directory or a single file), sorted by id: each input format
+    (curation/io/formats/) claims its files."""
+    from curation.io.formats import FORMATS
+
     try:
         fs, root = fsspec.core.url_to_fs(input_url, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
@@ -83,7 +121,9 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
             files, base = fs.find(root), root
     except PermissionError:
         raise UserError(access_denied(input_url, protocol)) from None
-    files = [p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p)]
+    files = sorted(p for p in files if not _is_hidden(posixpath.relpath(p, base) if base else p))
+    if protocol in ("file", "local"):
+        _check_regular([p for p in files if p.endswith(SHARD_SUFFIXES)])
 
     def full_url(path: str) -> str:  # an http(s) path is a whole URL already
         return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
@@ -91,39 +131,59 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
     def relative(path: str) -> str:
         return posixpath.relpath(path, base) if base else path
 
-    tars = sorted(p for p in files if p.endswith(".tar"))
-    parquets = sorted(p for p in files if p.endswith(".parquet"))
-    tables = sorted(p for p in files if p.endswith(URL_LIST_SUFFIXES))
-    tar_stems = {p[: -len(".tar")] for p in tars}
-
-    found: list[tuple[str, str]] = []  # (path, format)
-    if fmt in ("auto", "webdataset"):
-        found += [(p, "webdataset") for p in tars]
-    if fmt in ("auto", "parquet", "urls"):
-        # In img2dataset's webdataset layout, NNNNN.parquet beside NNNNN.tar holds only metadata.
-        for p in parquets:
-            if p[: -len(".parquet")] in tar_stems:
-                continue
-            kind = _parquet_kind(fs, p)
-            if fmt not in ("auto", kind) and kind != "unknown":
-                other = "URL list" if kind == "urls" else "Parquet with image bytes"
-                raise UserError(f"input file {p} is a {other}, not input.format={fmt}: set input.format to auto")
-            found.append((p, "parquet" if kind == "unknown" else kind))
-    if fmt in ("auto", "urls"):
-        for p in tables:
-            _check_url_list_header(fs, p)
-            found.append((p, "urls"))
-
+    schemas = _parquet_schemas(fs, [p for p in files if p.endswith(".parquet")])
+    listing = Listing(fs=fs, files=tuple(files), fmt=fmt, schemas=schemas)
+    found = [(p, name) for name, input_format in FORMATS.items() for p in input_format.detect(listing)]
     shards = [Shard(shard_id=shard_id_for(relative(p)), url=full_url(p), format=f) for p, f in found]
     if not shards:
         raise UserError(
-            f"no input shards (*.tar, *.parquet with an image or url column, *.csv/*.tsv URL lists) found under "
-            f"{input_url}: point --input at img2dataset output or a URL list"
+            f"no input shards (*.tar, *.parquet with an image or url column, *.csv/*.tsv URL lists, Hugging Face "
+            f"datasets saved to disk) found under {input_url}: point --input at img2dataset output or a URL list"
         )
-    ids = [s.shard_id for s in shards]
-    if len(set(ids)) != len(ids):
-        raise UserError(f"input {input_url} holds two shards with the same name: keep one of each")
+    by_id: dict[str, list[str]] = {}
+    for (p, _), shard in zip(found, shards):
+        by_id.setdefault(shard.shard_id, []).append(relative(p))
+    for shard_id, paths in sorted(by_id.items()):
+        if len(paths) > 1:
+            raise UserError(
+                f"input {input_url} holds {' and '.join(sorted(paths))}, which both make shard {shard_id}: "
+                "rename or move one of them"
+            )
     return sorted(shards, key=lambda s: s.shard_id)
+
+
+def not_regular(mode: int) -> str:
+    """What a file that is not a regular file is, from its st_mode (followed through links)."""
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _check_regular(paths: list[str]) -> None:
+    """Local shard files must be regular files (links to them are followed): see the module doc."""
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise UserError(
+                f"input file {path} is a symbolic link to nothing: remove it or restore its target"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise UserError(
+                f"input file {path} is {not_regular(mode)}: inputs are read from regular files only, remove it"
+            )
+
+
+def is_metadata(schema: pa.Schema, stem: str, names: set[str] | tuple[str, ...]) -> bool:
+    """Whether a URL-list Parquet is img2dataset's metadata of a webdataset shard (see the module doc)."""
+    return all(c in schema.names for c in METADATA_COLUMNS) or f"{stem}_stats.json" in names
 
 
 def _is_hidden(relative_path: str) -> bool:
@@ -146,16 +206,23 @@ def parquet_kind(schema: pa.Schema, path: str) -> str:
     )
 
 
-def _parquet_kind(fs, path: str) -> str:
-    """The kind of a Parquet file from its footer; "unknown" when the footer cannot be read. Only a
-    hint: the reader reads the whole file and decides from its content (a garbage footer becomes an
-    unreadable_shard row there, a transient read error raises there and is retried)."""
-    with fs.open(path, "rb") as f:
-        try:
-            schema = pq.read_schema(f)
-        except Exception:  # noqa: BLE001 - pyarrow reports a garbage footer as OSError too
-            return "unknown"
-    return parquet_kind(schema, path)
+def _parquet_schemas(fs, paths: list[str]) -> dict[str, pa.Schema | None]:
+    """The schema of each Parquet file from its footer (read side by side: on an object store each is a
+    request); None when a footer cannot be read. Only a hint: the reader reads the whole file and
+    decides from its content (a garbage footer becomes an unreadable_shard row there, a transient read
+    error raises there and is retried)."""
+
+    def schema(path: str) -> pa.Schema | None:
+        with fs.open(path, "rb") as f:
+            try:
+                return pq.read_schema(f)
+            except Exception:  # noqa: BLE001 - pyarrow reports a garbage footer as OSError too
+                return None
+
+    if len(paths) < 2:
+        return {path: schema(path) for path in paths}
+    with ThreadPoolExecutor(min(16, len(paths))) as pool:
+        return dict(zip(paths, pool.map(schema, paths)))
 
 
 def url_list_delimiter(path: str) -> str:
@@ -168,7 +235,7 @@ def header_columns(head: bytes, delimiter: str) -> list[str]:
     return next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
 
 
-def _check_url_list_header(fs, path: str) -> None:
+def check_url_list_header(fs, path: str) -> None:
     with fs.open(path, "rb") as f:
         head = f.read(_HEADER_BYTES)
     columns = header_columns(head, url_list_delimiter(path))

@@ -10,7 +10,7 @@ from typing import Callable
 
 from curation.config import load_config
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "demo.yaml"
 
 
 def run_demo(root: Path, *, rows: int = 3000, seed: int = 0, log: Callable[[str], None] = print) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -721,7 +720,3 @@ held-out figures at threshold 0.5 (for `aesthetic`, the defect is a score below 
 |---|---|---|---|
 {head_rows}
 """
-
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -20,6 +20,7 @@ import torch
 
 from curation.config import ModelConfig
 from curation.errors import UserError
+from curation.io.readers import image_values
 from curation.models.clip import load_clip, model_info, prepare_images
 from curation.models.heads import FEATURE_KINDS, HeadTraining, encode_image_features, fit_head, metrics_at
 
@@ -60,7 +61,7 @@ def read_labelled(data: HeadData) -> tuple[list[bytes], np.ndarray]:
                     f"{file} has no column {data.label_column!r}: pass --label-column with one of {table.column_names}"
                 )
             values = table.column(data.label_column).to_pylist()
-        for image, value in zip(table.column(column).to_pylist(), values):
+        for image, value in zip(image_values(table.column(column)).to_pylist(), values):
             if image is None or value is None:
                 continue
             positive = _is_positive(value, data.positive)

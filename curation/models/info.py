@@ -71,6 +71,8 @@ def model_info(cfg: ModelConfig) -> ModelInfo:
         source = f"random-init(seed={cfg.seed})"
     elif cfg.pretrained == BUILTIN:
         source = f"builtin@{_file_digest(builtin_weights(cfg.arch))}"
+    elif Path(cfg.pretrained).is_file():  # a local weights file: its content, not only its name
+        source = f"{cfg.pretrained}@{_file_digest(Path(cfg.pretrained))}"
     else:
         source = cfg.pretrained
     return ModelInfo(
@@ -79,4 +81,8 @@ def model_info(cfg: ModelConfig) -> ModelInfo:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]

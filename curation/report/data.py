@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import UserError
 from curation.io.commit import Location
+from curation.io.readers import image_values
 from curation.schema import Stage
 
 # Float columns that are sizes or positions, not scores a threshold applies to.
@@ -252,7 +253,8 @@ def read_images(out_url: str, files: dict[str, str], rows: pa.Table) -> list[byt
             for i, row in sorted(items, key=lambda item: item[1]):
                 group = int(np.searchsorted(starts, row, side="right") - 1)
                 if group != current:
-                    current, column = group, parquet.read_row_group(group, columns=["image"]).column("image")
+                    column = image_values(parquet.read_row_group(group, columns=["image"]).column("image"))
+                    current = group
                 result[i] = column[row - int(starts[group])].as_py()
     return result
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.schema import RejectReason, Stage, Status
+from curation.schema import RejectReason, Stage, Status, reason_name
 
 
 @dataclass(kw_only=True)
@@ -23,8 +23,11 @@ class BatchStage:
     """Base of all stages: a pure function of an Arrow table, with a one-off `setup`."""
 
     name: ClassVar[Stage]
-    num_cpus: ClassVar[float] = 1.0
-    num_gpus: ClassVar[float] = 0.0
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = ()  # every reason process_batch may write
+
+    def emits(self) -> tuple[str, ...]:
+        """The reject reasons this stage writes (a stage whose reasons come from its config overrides it)."""
+        return tuple(reason_name(r) for r in self.reject_reasons)
 
     def setup(self) -> None:
         """Load what the stage needs once per worker (models, tables)."""
@@ -58,7 +61,7 @@ def binary_views(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memory
     return ends, (memoryview(data) if data is not None else None)
 
 
-def apply_rejections(table: pa.Table, reasons: list[RejectReason | None], stage: Stage) -> pa.Table:
+def apply_rejections(table: pa.Table, reasons: list[RejectReason | str | None], stage: Stage) -> pa.Table:
     """Reject each row whose reason is not None; rows already rejected keep their first reason."""
     status = table.column("status").to_pylist()
     reason_col = table.column("reject_reason").to_pylist()
@@ -66,7 +69,7 @@ def apply_rejections(table: pa.Table, reasons: list[RejectReason | None], stage:
     for i, reason in enumerate(reasons):
         if reason is not None and status[i] == Status.KEPT.value:
             status[i] = Status.REJECTED.value
-            reason_col[i] = RejectReason(reason).value
+            reason_col[i] = reason_name(reason)
             stage_col[i] = stage.value
     table = set_column(table, "status", status, pa.string())
     table = set_column(table, "reject_reason", reason_col, pa.string())

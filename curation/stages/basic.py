@@ -16,6 +16,13 @@ from curation.stages.base import Filter
 @dataclass(kw_only=True)
 class BasicFilter(Filter):
     name: ClassVar[Stage] = Stage.BASIC
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (
+        RejectReason.CAPTION_TOO_SHORT,
+        RejectReason.CAPTION_TOO_FEW_WORDS,
+        RejectReason.IMAGE_TOO_SMALL,
+        RejectReason.EXTREME_ASPECT_RATIO,
+        RejectReason.IMAGE_TOO_FEW_BYTES,
+    )
     min_caption_chars: int = 6
     min_caption_words: int = 3
     min_short_side: int = 32

@@ -459,6 +459,10 @@ class CaptionStage(BatchStage):
     """
 
     name: ClassVar[Stage] = Stage.CAPTION
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (
+        RejectReason.BOILERPLATE_CAPTION,
+        RejectReason.CAPTION_PII,
+    )
     clean: bool = True
     reject_boilerplate: bool = True
     pii: PiiMode = "redact"

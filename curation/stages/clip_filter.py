@@ -22,6 +22,7 @@ from curation.stages.base import Filter
 @dataclass(kw_only=True)
 class ClipScoreFilter(Filter):
     name: ClassVar[Stage] = Stage.CLIP
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (RejectReason.LOW_CLIP_SCORE,)
     min_score: float | None = None
 
     def verdicts(self, kept: pa.Table) -> list[RejectReason | None]:

@@ -28,6 +28,14 @@ from curation.stages.base import BatchStage, apply_rejections, set_column
 @dataclass(kw_only=True)
 class DecodeStage(BatchStage):
     name: ClassVar[Stage] = Stage.DECODE
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (
+        RejectReason.MISSING_IMAGE,
+        RejectReason.EMPTY_IMAGE,
+        RejectReason.NOT_AN_IMAGE,
+        RejectReason.TRUNCATED_IMAGE,
+        RejectReason.DECOMPRESSION_BOMB,
+        RejectReason.UNDECODABLE_IMAGE,
+    )
     image_size: int
     max_pixels: int = 89_478_485
     # Pillow releases the GIL while it decodes and resizes, so threads decode images side by side

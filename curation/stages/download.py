@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.config import DownloadConfig
-from curation.io.download import download_many
+from curation.io.download import DOWNLOAD_REASONS, download_many
 from curation.schema import RejectReason, Stage
 from curation.stages.base import BatchStage, apply_rejections, kept_mask, set_column
 
@@ -23,7 +23,7 @@ from curation.stages.base import BatchStage, apply_rejections, kept_mask, set_co
 @dataclass(kw_only=True)
 class DownloadStage(BatchStage):
     name: ClassVar[Stage] = Stage.DOWNLOAD
-    num_cpus: ClassVar[float] = 1.0  # network-bound: one task drives `concurrency` requests
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = DOWNLOAD_REASONS
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     def process_batch(self, table: pa.Table) -> pa.Table:

@@ -84,6 +84,7 @@ class FaceStage(BatchStage):
     """Count the faces in each kept image; blur them in the bytes or reject the row (see module doc)."""
 
     name: ClassVar[Stage] = Stage.PRIVACY
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (RejectReason.FACES,)
     faces: FaceMode = "blur"
     min_face_px: int = 20
     max_pixels: int = 89_478_485  # as DecodeStage: larger images were rejected there as bombs

@@ -9,8 +9,8 @@ itself goes to the CPU decoder, one by one —
 
 - anything that is not a plain baseline/progressive JPEG in RGB or greyscale (PNG, WebP, CMYK, ...),
 - a JPEG with an EXIF rotation, or larger than `max_pixels` (the CPU decoder names the reason),
-- a JPEG that does not end with its end-of-image marker (truncated: libjpeg would pad it with grey
-  where PIL rejects it),
+- a JPEG that does not end with its end-of-image marker, or holds fewer bytes than its header's size
+  needs (`jpeg_too_short`): truncated, which libjpeg would pad with grey where the CPU decoder rejects it,
 - any image the device decoder fails on, or decodes to another size than its header says.
 
 The same code runs with device="cpu" (torchvision's libjpeg-turbo decoder): that is how it is tested
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from curation.images import orientation
+from curation.images import jpeg_too_short, orientation
 from curation.schema import RejectReason
 from curation.stages.decode import (
     PHASH_SIZE,
@@ -92,7 +92,7 @@ class GpuDecodeStage(DecodeStage):
 
     def device_header(self, data: bytes | None) -> JpegHeader | None:
         """The JPEG's size when the device decoder may take it, else None (the CPU decoder will)."""
-        if not data or not data.startswith(JPEG_START) or not data.endswith(JPEG_END):
+        if not data or not data.startswith(JPEG_START) or not data.endswith(JPEG_END) or jpeg_too_short(data):
             return None
         try:
             with quiet_warnings:

@@ -13,7 +13,7 @@ from typing import ClassVar
 import pyarrow as pa
 
 from curation.config import HeadConfig
-from curation.schema import RejectReason, Stage
+from curation.schema import Stage, reason_name
 from curation.stages.base import Filter
 
 
@@ -22,7 +22,7 @@ class HeadRule:
     column: str
     threshold: float
     reject_above: bool
-    reason: RejectReason
+    reason: str
 
     @classmethod
     def of(cls, head: HeadConfig) -> "HeadRule":
@@ -30,7 +30,7 @@ class HeadRule:
             column=head.score_column,
             threshold=head.threshold,
             reject_above=head.reject == "above",
-            reason=RejectReason(head.reject_reason),
+            reason=reason_name(head.reject_reason),
         )
 
     def rejects(self, score: float | None) -> bool:
@@ -44,15 +44,18 @@ class HeadsFilter(Filter):
     name: ClassVar[Stage] = Stage.HEADS
     rules: tuple[HeadRule, ...] = ()
 
+    def emits(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(rule.reason for rule in self.rules))
+
     @classmethod
     def from_config(cls, heads: tuple[HeadConfig, ...]) -> "HeadsFilter":
         return cls(rules=tuple(HeadRule.of(h) for h in heads if h.threshold is not None))
 
-    def verdicts(self, kept: pa.Table) -> list[RejectReason | None]:
+    def verdicts(self, kept: pa.Table) -> list[str | None]:
         columns = {
             rule.column: kept.column(rule.column).to_pylist() for rule in self.rules if rule.column in kept.column_names
         }
-        verdicts: list[RejectReason | None] = [None] * kept.num_rows
+        verdicts: list[str | None] = [None] * kept.num_rows
         for i in range(kept.num_rows):
             for rule in self.rules:
                 if rule.column in columns and rule.rejects(columns[rule.column][i]):

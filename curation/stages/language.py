@@ -119,6 +119,7 @@ def judge(scores: dict[str, float], keep: tuple[str, ...], min_score: float) -> 
 @dataclass(kw_only=True)
 class LanguageFilter(Filter):
     name: ClassVar[Stage] = Stage.LANGUAGE
+    reject_reasons: ClassVar[tuple[RejectReason, ...]] = (RejectReason.UNWANTED_LANGUAGE,)
     keep: tuple[str, ...] = ("en",)  # empty: keep every language (rows are still labelled)
     min_score: float = 0.5
     _detector: object | None = field(default=None, init=False, repr=False, compare=False)

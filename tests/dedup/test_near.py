@@ -1,4 +1,5 @@
-"""Near duplicates on real photographs (scikit-image's sample images) and on random hashes."""
+"""Near duplicates on real photographs (scikit-image's sample images) and on random hashes, through the
+per-cluster dedup the job runs (`dedup_cluster`), with the embedding gate off: these rows have only pHashes."""
 
 import io
 
@@ -7,14 +8,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from curation.dedup.near import (
-    DEFAULT_RADIUS,
-    against_phash_decisions,
-    hamming,
-    near_duplicate_decisions,
-    near_pairs,
-    phash_codes,
-)
+from curation.dedup.cluster import ClusterDedup, dedup_cluster
+from curation.dedup.near import DEFAULT_RADIUS, hamming, near_pairs, phash_codes
 from curation.schema import DupKind
 from curation.stages.decode import phash64
 
@@ -33,6 +28,28 @@ PHOTOS = (
     "retina",
     "moon",
 )
+
+
+def _rows(keys, hashes, quality=None) -> pa.Table:
+    """Rows as one k-means cluster holds them: distinct sha256s, so only pHashes can match."""
+    n = len(keys)
+    quality = [0.5] * n if quality is None else list(quality)
+    return pa.table(
+        {
+            "key": pa.array(list(keys), pa.string()),
+            "sha256": [f"sha-{k}" for k in keys],
+            "phash": pa.array(np.asarray(hashes, dtype=np.uint64), pa.uint64()),
+            "clip_score": pa.array(quality, pa.float32()),
+            "cluster": pa.array([0] * n, pa.int32()),
+        }
+    )
+
+
+PHASH_ONLY = ClusterDedup(near_radius=DEFAULT_RADIUS, near_min_cosine=-1.0, semantic=False)
+
+
+def near_duplicate_decisions(keys, hashes, quality) -> pa.Table:
+    return dedup_cluster(_rows(keys, hashes, quality), settings=PHASH_ONLY)
 
 
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -101,7 +118,7 @@ def test_variants_of_real_photos_group_with_their_original_and_photos_stay_apart
     photo_of = {key: photo for photo, _, key, _ in photo_rows}
     hashes = np.array([h for *_, h in photo_rows], dtype=np.uint64)
     quality = np.random.default_rng(1).random(len(keys))
-    out = near_duplicate_decisions(keys, hashes, quality, radius=DEFAULT_RADIUS)
+    out = near_duplicate_decisions(keys, hashes, quality)
     assert set(out.column("dup_kind").to_pylist()) == {DupKind.NEAR.value}
     survivor = dict(zip(keys, keys)) | dict(zip(out.column("key").to_pylist(), out.column("dup_of").to_pylist()))
     for key in keys:
@@ -124,28 +141,23 @@ def test_measured_distances_back_the_default_radius(photo_rows):
 def test_new_rows_match_old_rows_and_never_the_reverse(photo_rows):
     old = [(key, h) for photo, variant, key, h in photo_rows if variant == "original" and photo != "coffee"]
     new = [(key, h, photo) for photo, variant, key, h in photo_rows if variant != "original"]
-    out = against_phash_decisions(
-        [k for k, _, _ in new],
-        np.array([h for _, h, _ in new], dtype=np.uint64),
-        [k for k, _ in old],
-        np.array([h for _, h in old], dtype=np.uint64),
-        radius=DEFAULT_RADIUS,
-        kind=DupKind.EVAL,
-    )
+    evals = _rows([k for k, _ in old], [h for _, h in old])
+    settings = ClusterDedup(near_radius=DEFAULT_RADIUS, near_min_cosine=-1.0, semantic=False, eval_rows=evals)
+    out = dedup_cluster(_rows([k for k, _, _ in new], [h for _, h, _ in new]), settings=settings)
     photo_of = {key: photo for photo, _, key, _ in photo_rows}
-    matched = dict(zip(out.column("key").to_pylist(), out.column("dup_of").to_pylist()))
+    decisions = out.to_pylist()
+    matched = {d["key"]: d["dup_of"] for d in decisions if d["dup_kind"] == "eval"}
     for key, _, photo in new:
         if photo == "coffee":
             assert key not in matched  # its original is not in the old set
         else:
             assert photo_of[matched[key]] == photo
-    assert set(out.column("dup_kind").to_pylist()) == {"eval"}
+    # Coffee's variants, with no old original, then group among themselves (near), after the old rows had their turn.
+    assert {d["dup_kind"] for d in decisions if d["key"] not in matched} == {"near"}
     assert not set(matched) & {k for k, _ in old}
 
 
 def test_small_inputs():
     assert near_duplicate_decisions(["a"], np.array([1], dtype=np.uint64), [0.5]).num_rows == 0
-    out = near_duplicate_decisions(pa.array(["b", "a"]), np.array([7, 7], dtype=np.uint64), [None, None])
+    out = near_duplicate_decisions(["b", "a"], np.array([7, 7], dtype=np.uint64), [None, None])
     assert out.to_pylist() == [{"key": "b", "dup_of": "a", "dup_kind": "near"}]
-    none = np.array([], dtype=np.uint64)
-    assert against_phash_decisions([], none, ["a"], np.array([1], dtype=np.uint64)).num_rows == 0

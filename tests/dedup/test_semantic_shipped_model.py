@@ -1,7 +1,7 @@
 """The shipped tiny CLIP's embeddings are ones SemDeDup can use: on a world from a seed it never saw, scored
 by the score phase's own stages (no Ray), semantic dedup at the demo's settings (images at cosine >= 1 -
 semantic_eps whose captions agree within semantic_text_eps) finds the mirrored, flipped and reframed
-copies of scenes and takes almost nothing else (README: "Deduplication and refreshes"). Images alone
+copies of scenes and takes almost nothing else (docs/tiny-clip.md). Images alone
 cannot tell some look-alikes apart (striped and checkered scenes change most when mirrored; two and
 three shapes): at this eps they flag 8 of 145 rows outside every planted group on this world; with the
 captions, which name what each scene holds, 0 of 135 (and all 45 copies found either way)."""

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import struct
 import tarfile
 import uuid
@@ -31,7 +32,7 @@ from PIL import Image
 
 from curation.config import DownloadConfig
 from curation.errors import UserError
-from curation.io.readers import MAX_CAPTION_CHARS, read_shard
+from curation.io.readers import MAX_CAPTION_CHARS, MAX_NAME_CHARS, MAX_SHARD_BYTES, read_shard
 from curation.io.sources import list_shards
 from curation.stages.basic import BasicFilter
 from curation.stages.decode import DecodeStage
@@ -49,6 +50,7 @@ class Kind:
     build: Callable[[Path, str], Expect]  # writes the shard `<dir>/<name>.<ext>`, returns what must come out
     error: str | None = None  # instead: list_shards raises a UserError matching this
     url_list: bool = False  # needs the download stage (not in the end-to-end run until it is wired)
+    max_shard_bytes: int | None = None  # read under this input.max_shard_bytes (the end-to-end run uses E2E_SHARD_CAP)
     # Sample-level kinds also give their tar members (names derived from the kind: unique across kinds),
     # so that the end-to-end run can mix them all in one shard.
     members: Callable[[str], tuple[list[Member], Expect]] | None = None
@@ -126,6 +128,80 @@ def png_16bit(name: str) -> bytes:
     return encode(Image.fromarray(rng.integers(0, 65535, (48, 64), dtype=np.uint16)), "PNG")
 
 
+def jpeg_claiming(name: str, width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header claims width x height: libjpeg pads the missing blocks with grey."""
+    data = bytearray(jpeg(name, (16, 16)))
+    pos = 2
+    while data[pos + 1] not in (0xC0, 0xC1, 0xC2):
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    data[pos + 5 : pos + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def long_name(kind: str) -> str:
+    return f"{kind}-" + "n" * 300  # over MAX_NAME_CHARS: kept as a prefix and a hash
+
+
+def cut_name(name: str) -> str:
+    return f"{name[: MAX_NAME_CHARS // 2]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def invalid_utf8(values: list[bytes | None]) -> pa.Array:
+    """A string column holding bytes that are not UTF-8, as some Parquet writers produce."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def padded_jpeg(name: str, size: int) -> bytes:
+    """A valid JPEG of `size` bytes: trailing bytes after its end-of-image marker (random: incompressible)."""
+    data = jpeg(name)
+    return data + np.random.default_rng(seed_of(name)).bytes(size - len(data))
+
+
+# The cap of input.max_shard_bytes in the tests of the per-shard memory bound (and the end-to-end run):
+# shards of images a little over a third of it each keep two samples and reject the rest unread.
+E2E_SHARD_CAP = 4 << 20
+CAP_IMAGE = int(E2E_SHARD_CAP * 0.36)
+
+
+def over_the_cap_tar(directory: Path, kind: str) -> Expect:
+    members = []
+    for i in range(4):
+        members += sample(f"s{i}", padded_jpeg(f"{kind}-{i}", CAP_IMAGE))
+    write(directory, kind, "tar", tar_bytes(members))
+    return {"s0": None, "s1": None, "s2": "shard_too_large", "s3": "shard_too_large"}
+
+
+def over_the_cap_parquet(directory: Path, kind: str) -> Expect:
+    images = [padded_jpeg(f"{kind}-{i}", CAP_IMAGE) for i in range(4)]
+    table = pa.table({"key": [f"s{i}" for i in range(4)], "jpg": images, "caption": [CAPTION.decode()] * 4})
+    pq.write_table(table, directory / f"{kind}.parquet", row_group_size=2)  # larger than the cap: read by pages
+    assert (directory / f"{kind}.parquet").stat().st_size > E2E_SHARD_CAP
+    return {"s0": None, "s1": None, "s2": "shard_too_large", "s3": "shard_too_large"}
+
+
+def files_kind(name: str, files: Callable[[Path, str], None], error: str) -> Kind:
+    """A layout of files that is a one-line UserError naming them."""
+
+    def build(directory: Path, kind: str) -> Expect:
+        files(directory, kind)
+        return {}
+
+    return Kind(name, build, error=error)
+
+
+def metadata_table() -> pa.Table:
+    """img2dataset's metadata of a webdataset shard (the Parquet beside NNNNN.tar)."""
+    return pa.table(
+        {
+            "url": ["https://example.com/a.jpg"],
+            "caption": [CAPTION.decode()],
+            "key": ["000000000"],
+            "status": ["success"],
+            "error_message": pa.array([None], pa.string()),
+        }
+    )
+
+
 # ---- shard writers ---------------------------------------------------------------------------------
 
 
@@ -138,10 +214,10 @@ def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: st
     return info, data
 
 
-def tar_bytes(members: list[Member], encoding: str = "latin-1") -> bytes:
+def tar_bytes(members: list[Member], encoding: str = "latin-1", fmt: int = tarfile.GNU_FORMAT) -> bytes:
     # latin-1: the one non-ASCII member name is stored as bytes that are not UTF-8
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding=encoding) as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding=encoding) as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
     return buf.getvalue()
@@ -451,6 +527,104 @@ KINDS: list[Kind] = [
         error="has no 'url' column",
         url_list=True,
     ),
+    # issue 30: text that is not valid Unicode
+    sample_kind(
+        "json_lone_surrogate_url",
+        lambda k: (
+            sample(k, jpeg(k)) + [member(f"{k}.json", b'{"url": "https://example.com/\\ud800a\\udfff.jpg"}')],
+            {k: None},
+        ),
+    ),
+    parquet_kind(
+        "parquet_invalid_utf8",
+        lambda k: pa.table(
+            {
+                "key": invalid_utf8([b"k\xff1", b"k2", None]),
+                "url": invalid_utf8([b"https://example.com/\xff.jpg", None, b"\xc3\x28"]),
+                "jpg": [jpeg(f"{k}-1"), jpeg(f"{k}-2"), jpeg(f"{k}-3")],
+                "caption": invalid_utf8([b"caf\xe9 au lait on a table", b"\xff\xfe\xfd", CAPTION]),
+            }
+        ),
+        {"k\ufffd1": None, "k2": "caption_too_short", hashlib.sha256("\ufffd(".encode()).hexdigest()[:16]: None},
+    ),
+    parquet_kind(
+        "parquet_invalid_utf8_dictionary",
+        lambda k: pa.table(
+            {
+                "key": pa.DictionaryArray.from_arrays(pa.array([0, 1]), invalid_utf8([b"d\xff", b"e"])),
+                "jpg": [jpeg(f"{k}-1"), jpeg(f"{k}-2")],
+                "caption": pa.DictionaryArray.from_arrays(pa.array([0, 0]), invalid_utf8([b"\xff " + CAPTION])),
+            }
+        ),
+        {"d\ufffd": None, "e": None},
+    ),
+    raw_kind(
+        "url_list_parquet_invalid_utf8",
+        "parquet",
+        lambda k: encode_parquet(
+            pa.table(
+                {
+                    "key": invalid_utf8([b"u\xff"]),
+                    "url": invalid_utf8([b"file:///etc/\xff"]),
+                    "caption": invalid_utf8([b"caf\xe9 " + CAPTION]),
+                }
+            )
+        ),
+        {"u\ufffd": "invalid_url"},
+        url_list=True,
+    ),
+    # issue 30: names over MAX_NAME_CHARS (a GNU long name here; pax below) stay one sample
+    sample_kind(
+        "long_member_name",
+        lambda k: (
+            sample(long_name(k), jpeg(k)) + sample(f"d/{long_name(k)}", jpeg(k + "2")),
+            {cut_name(long_name(k)): None, cut_name(f"d/{long_name(k)}"): None},
+        ),
+    ),
+    raw_kind(
+        "pax_long_member_name",
+        "tar",
+        lambda k: tar_bytes(sample(long_name(k), jpeg(k)), encoding="utf-8", fmt=tarfile.PAX_FORMAT),
+        {cut_name(long_name("pax_long_member_name")): None},
+    ),
+    # issue 30: a JPEG header that claims far more pixels than its data holds
+    image_kind("jpeg_header_claims_9000x9000", lambda k: jpeg_claiming(k, 9000, 9000), "truncated_image"),
+    image_kind("progressive_jpeg_claims_more", lambda k: jpeg_claiming(k, 4000, 3000), "truncated_image"),
+    # issue 30: the per-shard memory bound (input.max_shard_bytes)
+    Kind("tar_over_the_shard_cap", over_the_cap_tar, max_shard_bytes=E2E_SHARD_CAP),
+    Kind("parquet_over_the_shard_cap", over_the_cap_parquet, max_shard_bytes=E2E_SHARD_CAP),
+    # issue 30: layouts whose meaning cannot be told, and files that are not regular files
+    files_kind(
+        "metadata_parquet_without_tar",
+        lambda d, k: pq.write_table(metadata_table(), d / f"{k}.parquet"),
+        "is img2dataset metadata but metadata_parquet_without_tar.tar is missing",
+    ),
+    files_kind(
+        "metadata_stats_without_tar",
+        lambda d, k: (
+            pq.write_table(metadata_table().select(["url", "caption"]), d / f"{k}.parquet"),
+            (d / f"{k}_stats.json").write_text("{}"),
+        ),
+        "is img2dataset metadata",
+    ),
+    files_kind(
+        "image_parquet_beside_tar",
+        lambda d, k: (
+            write(d, k, "tar", tar_bytes(sample("s", jpeg(k)))),
+            pq.write_table(pa.table({"jpg": [jpeg(k)], "caption": [C]}), d / f"{k}.parquet"),
+        ),
+        "with image bytes beside .*image_parquet_beside_tar.tar",
+    ),
+    files_kind(
+        "two_shards_same_name",
+        lambda d, k: (write(d, k, "csv", b"url,caption\n"), write(d, k, "tsv", b"url\tcaption\n")),
+        "two_shards_same_name.csv and two_shards_same_name.tsv, which both make shard two_shards_same_name",
+    ),
+    files_kind("fifo_named_tar", lambda d, k: os.mkfifo(d / f"{k}.tar"), "is a FIFO"),
+    files_kind("symlink_to_dev_zero", lambda d, k: (d / f"{k}.tar").symlink_to("/dev/zero"), "is a character device"),
+    files_kind(
+        "dangling_symlink", lambda d, k: (d / f"{k}.parquet").symlink_to(d / "gone"), "symbolic link to nothing"
+    ),
 ]
 
 # Every URL in the corpus is refused before any connection: invalid, blocked, or on a row without caption.
@@ -483,7 +657,7 @@ def test_every_kind_is_accounted_for(kind, tmp_path):
         assert "\n" not in str(raised.value) and f"{kind.name}." in str(raised.value)
         return
     [shard] = list_shards(str(inputs))
-    table = read_shard(shard)
+    table = read_shard(shard, max_shard_bytes=kind.max_shard_bytes or MAX_SHARD_BYTES)
     assert table.num_rows == len(expect)  # every sample found is a row, and nothing more
     for stage in cpu_stages():
         table = stage.process_batch(table)
@@ -540,7 +714,15 @@ def tree(root: Path) -> set[str]:
 
 EARLY_STAGES = {"read", "download", "decode", "basic"}  # the stages the corpus's expectations are about
 # File-level kinds in the end-to-end run besides the one mixed tar (each shard costs Ray a task).
-E2E_FILE_KINDS = ("not_a_tar", "empty_tar", "parquet_null_columns")
+E2E_FILE_KINDS = (
+    "not_a_tar",
+    "empty_tar",
+    "parquet_null_columns",
+    "parquet_invalid_utf8",
+    "pax_long_member_name",
+    "tar_over_the_shard_cap",
+    "parquet_over_the_shard_cap",
+)
 
 
 def download_is_wired() -> bool:
@@ -579,7 +761,9 @@ def test_a_mixed_hostile_input_end_to_end(ray_local, tmp_path):
             expected.update({f"{kind.name}/{name}": reason for name, reason in kind.build(inputs, kind.name).items()})
     before = tree(tmp_path)
 
-    cfg = load_config("pipelines/demo.yaml", ["model.threads=1"])
+    # Every shard but the two over-the-cap kinds fits E2E_SHARD_CAP: those two lose their last samples.
+    assert max(p.stat().st_size for p in inputs.iterdir() if "over_the_shard_cap" not in p.name) < E2E_SHARD_CAP
+    cfg = load_config("pipelines/demo.yaml", ["model.threads=1", f"input.max_shard_bytes={E2E_SHARD_CAP}"])
     result = run_job(cfg, str(inputs), str(output), log=lambda _: None)
 
     kept = pads.dataset(str(output / "kept"), format="parquet").to_table()

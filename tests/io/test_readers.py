@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.errors import UserError
-from curation.io import readers
+from curation.io.formats import webdataset
 from curation.io.readers import (
     MAX_CAPTION_CHARS,
     clean_caption,
@@ -242,7 +242,7 @@ def test_a_second_image_for_the_same_name_starts_a_duplicate_sample(tmp_path):
 
 
 def test_an_oversized_member_is_skipped_unread_and_rejected(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(webdataset, "MAX_MEMBER_BYTES", 1000)
     write_tar(
         tmp_path / "s.tar", [("big.jpg", b"x" * 5000), ("big.txt", b"cap"), ("ok.jpg", b"y" * 10), ("ok.txt", b"c")]
     )

@@ -62,7 +62,17 @@ def hostile() -> list[bytes | None]:
         rotated,
         encode(Image.fromarray(np.zeros((20, 300, 3), np.uint8))),  # extreme aspect: decodes
         b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9",  # JPEG signature, nonsense inside
+        claims_more_than_it_holds(encode(Image.fromarray(np.zeros((16, 16, 3), np.uint8)))),
     ]
+
+
+def claims_more_than_it_holds(data: bytes) -> bytes:
+    """A 16x16 JPEG whose frame header says 3000x2000 (ends with its end marker: libjpeg pads it)."""
+    data, pos = bytearray(data), 2
+    while data[pos + 1] != 0xC0:
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    data[pos + 5 : pos + 9] = (2000).to_bytes(2, "big") + (3000).to_bytes(2, "big")
+    return bytes(data)
 
 
 def table(images: list[bytes | None]) -> pa.Table:

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from curation.config import load_config
-from curation.dedup.decisions import DECISION_SCHEMA
 from curation.errors import UserError
 from curation.io.readers import read_image_column
 from curation.io.sources import list_shards
@@ -134,7 +133,7 @@ def scored_job(tmp_path, images: list[bytes]):
         }
     )
     paths.work.write_bytes(pq_bytes(conform(table, record_schema(16))), paths.scored_name(shard.shard_id))
-    paths.work.write_bytes(pq_bytes(decisions_table([DECISION_SCHEMA.empty_table()])), "decisions.parquet")
+    paths.work.write_bytes(pq_bytes(decisions_table([])), "decisions.parquet")
     return shard, paths, source / "00000.parquet"
 
 
@@ -150,7 +149,7 @@ def test_write_phase_puts_the_input_bytes_back(tmp_path):
     result = write_final_shard(shard, load_config(None, ()), paths)
     kept = pq.read_table(tmp_path / "out" / "kept" / f"part-{shard.shard_id}.parquet")
     assert result["kept"] == 3
-    assert kept.column("image").to_pylist() == images
+    assert [image["bytes"] for image in kept.column("image").to_pylist()] == images
 
 
 def test_an_input_changed_since_scoring_is_a_user_error(tmp_path):

@@ -5,15 +5,15 @@ webdataset's TarWriter uses), `<out>/NNNNN.parquet` with the per-sample metadata
 parquet:    `<out>/NNNNN.parquet` with the metadata columns plus the image bytes in `jpg`.
 Both:       `<out>/NNNNN_stats.json`, img2dataset's shard statistics.
 Keys are img2dataset's: 5 digits of shard id, then 4 digits of the sample's index in the shard.
+Tars are written by the product's deterministic tar writer (curation.io.tar), with webdataset's owner
+name, and the stats are the webdataset export's (curation.io.sinks.webdataset.shard_stats).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.io.sinks.webdataset import shard_stats
+from curation.io.tar import TarWriter
+
 URL_PREFIX = "https://synthetic.invalid/img/"
 MAX_SHARD_SIZE = 10_000  # the 4 index digits of a key
-TAR_MTIME = 1_577_836_800  # 2020-01-01: a fixed member time keeps tars byte-identical across runs
 TAR_OWNER = "bigdata"  # what webdataset's TarWriter writes as user and group name
 
 METADATA_SCHEMA = pa.schema(
@@ -86,7 +88,8 @@ def metadata(sample: Sample) -> dict:
 
 def write_webdataset_shard(out_dir: Path, name: str, samples: list[Sample]) -> None:
     metas = [metadata(s) for s in samples]
-    with tarfile.open(out_dir / f"{name}.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+    with open(out_dir / f"{name}.tar", "wb") as f:
+        tar = TarWriter(f, owner=TAR_OWNER)
         for sample, meta in zip(samples, metas):
             members = {
                 "jpg": sample.payload,
@@ -94,7 +97,8 @@ def write_webdataset_shard(out_dir: Path, name: str, samples: list[Sample]) -> N
                 "txt": sample.caption.encode(),
             }
             for ext, data in members.items():
-                _add_member(tar, f"{sample.key}.{ext}", data)
+                tar.add(f"{sample.key}.{ext}", data)
+        tar.close()
     _write_parquet(out_dir / f"{name}.parquet", metas, METADATA_SCHEMA)
     _write_stats(out_dir, name, len(samples))
 
@@ -111,30 +115,10 @@ WRITERS: dict[str, Callable[[Path, str, list[Sample]], None]] = {
 }
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = TAR_MTIME
-    info.mode = 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = TAR_OWNER
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def _write_stats(out_dir: Path, name: str, count: int) -> None:
     """img2dataset's `<shard>_stats.json`; times are fixed so the file is reproducible."""
-    stats = {
-        "count": count,
-        "successes": count,
-        "failed_to_download": 0,
-        "failed_to_resize": 0,
-        "duration": 0.0,
-        "start_time": 0.0,
-        "end_time": 0.0,
-        "status_dict": {"success": count},
-    }
-    (out_dir / f"{name}_stats.json").write_text(json.dumps(stats, indent=4))
+    (out_dir / f"{name}_stats.json").write_text(json.dumps(shard_stats(count), indent=4))

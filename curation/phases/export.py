@@ -1,0 +1,80 @@
+"""The exports after the write phase: webdataset tars and embedding files written from kept/ (the sinks in
+curation/io/sinks/, one Ray task per output shard), for a job (output.formats, output.embeddings) and for
+`curate export` on a finished output."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import ray
+
+from curation.config import Config
+from curation.errors import UserError
+
+
+def export_formats(cfg: Config, output_url: str, results: list[dict], log) -> list[dict]:
+    """The formats output.formats and output.embeddings ask for, besides kept/ and rejected/."""
+    from curation.io import sinks
+
+    settings, files = sinks.ExportSettings.of(cfg.output), sinks.kept_files(results)
+    summaries = []
+    for fmt in sinks.job_formats(cfg.output):
+        summaries.append(sinks.export(output_url, fmt, files, settings, map_in_order))
+        log(sinks.describe(summaries[-1]))
+    return summaries
+
+
+def export_output(
+    output_url: str,
+    fmt: str,
+    overrides: dict | None = None,
+    to_url: str | None = None,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`curate export`: write `fmt` from a finished output's kept/, with the run's output settings
+    (shard_rows, shard_mb, resize) where `overrides` gives none; returns the sink's summary."""
+    from curation.config import load_config
+    from curation.io import sinks
+    from curation.io.commit import Location
+
+    out = Location.of(output_url)
+    if not out.exists("_SUCCESS"):
+        raise UserError(
+            f"{output_url} holds no finished output (no _SUCCESS): point at the --output of a completed run"
+        )
+    manifest = json.loads(out.read_bytes("_manifest.json"))
+    run_output = manifest.get("config", {}).get("output", {})
+    section = {k: run_output[k] for k in ("shard_rows", "shard_mb", "resize") if k in run_output}
+    section.update(overrides or {})
+    settings = [f"output.{key}={json.dumps(value)}" for key, value in section.items()]
+    cfg = load_config(None, [*settings, *([f"run.address={address}"] if address else [])])
+    from curation.runner import _init_ray, _survive_node_loss  # the job's own Ray start and node-loss retry
+
+    _init_ray(cfg)
+    files, export_settings = sinks.kept_files(manifest["shards"]), sinks.ExportSettings.of(cfg.output)
+    summary = _survive_node_loss(
+        lambda: sinks.export(output_url, fmt, files, export_settings, map_in_order, to_url), log
+    )
+    log(sinks.describe(summary))
+    return summary
+
+
+@ray.remote(num_cpus=1)
+def _call_remote(fn: Callable, item):
+    return fn(item)
+
+
+def map_in_order(fn: Callable, items: list):
+    """`fn` over `items` as Ray tasks, two per CPU of the cluster in flight; yields results in item order
+    (so a caller holds only the results it has not used yet)."""
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    fn_ref = ray.put(fn)
+    pending: list = []
+    for item in items:
+        pending.append(_call_remote.options(scheduling_strategy="SPREAD").remote(fn_ref, item))
+        if len(pending) >= window:
+            yield ray.get(pending.pop(0))
+    while pending:
+        yield ray.get(pending.pop(0))
