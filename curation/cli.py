@@ -18,12 +18,28 @@ from curation.errors import UserError  # noqa: E402
 
 
 class _Group(click.Group):
+    """User errors (and storage errors an operator can fix: a full or read-only disk, no access, no
+    credentials) print one line, with no credentials in any URL it names, and exit 2."""
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            _fail(str(exc))
+        except Exception as exc:
+            from curation.io.storage import storage_problem_in
+
+            problem = storage_problem_in(exc)
+            if problem is None:
+                raise
+            _fail(str(problem))
+
+
+def _fail(message: str) -> None:
+    from curation.io.urls import strip_credentials
+
+    click.echo(f"error: {strip_credentials(message)}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -80,7 +96,9 @@ def refresh(
     cfg = load_config(config_path, [*overrides, *([f"run.address={address}"] if address else [])])
     day = parse_date(date)
     previous = previous_output(root, day)
-    click.echo(f"refresh {day}: deduplicating against {previous or 'nothing (first refresh)'}")
+    from curation.io.urls import strip_credentials
+
+    click.echo(strip_credentials(f"refresh {day}: deduplicating against {previous or 'nothing (first refresh)'}"))
     from curation.runner import run_job
 
     output_url = f"{root.rstrip('/')}/{day}"
@@ -98,7 +116,15 @@ def synth(output_dir: str, rows: int, seed: int, fmt: str, shard_size: int) -> N
     """Generate a synthetic world of image-text pairs with planted defects (and truth.json)."""
     from curation.lab.synth import generate
 
-    truth = generate(output_dir, rows=rows, seed=seed, fmt=fmt, shard_size=shard_size)
+    try:
+        truth = generate(output_dir, rows=rows, seed=seed, fmt=fmt, shard_size=shard_size)
+    except OSError as exc:
+        from curation.io.storage import storage_problem
+
+        problem = storage_problem(exc, output_dir)
+        raise problem or UserError(
+            f"cannot write {output_dir} ({exc.strerror or exc}): choose a writable --output"
+        ) from None
     click.echo(f"wrote {truth['rows']} pairs in {len(truth['shards'])} {fmt} shards to {output_dir} (+ truth.json)")
 
 
@@ -488,6 +514,9 @@ _add_bench_commands()
 
 
 def _print_funnel(manifest: dict, output_url: str) -> None:
+    from curation.io.urls import strip_credentials
+
+    output_url = strip_credentials(output_url)
     f = manifest["funnel"]
     click.echo(f"input {f['input']}  kept {f['kept']}  rejected {f['rejected']}")
     for reason, count in f["rejected_by_reason"].items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import posixpath
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer, read_parquet
 from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
 from curation.io.sources import Shard
+from curation.io.urls import strip_credentials, strip_credentials_in
 from curation.schema import SCHEMA_VERSION, Status, conform
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
@@ -188,7 +190,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
         part = huggingface.with_features(part, decode_images=status is Status.KEPT)  # PIL images in datasets
         data = parquet_buffer(part, compression=cfg.output.compression, row_group_size=cfg.output.row_group_size)
         result[status.value] = part.num_rows
-        result[f"{status.value}_sha256"] = paths.out.write_bytes(data, status.value, f"part-{shard_id}.parquet")
+        result[f"{status.value}_sha256"] = paths.out.write_bytes(data, final_file(status.value, shard_id))
         if status is Status.REJECTED:
             result["reasons"] = dict(Counter(part.column("reject_reason").to_pylist()))
     return result
@@ -211,6 +213,41 @@ def with_source_bytes(
 
 
 # ---- job bookkeeping ------------------------------------------------------------------------------
+
+
+def read_json(location: Location, name: str, keys: dict[str, type]) -> dict | None:
+    """A JSON object this tool wrote, or None when the file is not one (bad JSON, not UTF-8, a key missing
+    or of another type)."""
+    try:
+        data = json.loads(location.read_bytes(name))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or any(not isinstance(data.get(key), kind) for key, kind in keys.items()):
+        return None
+    return data
+
+
+def final_file(status: str, shard_id: str) -> str:
+    """An output file, relative to the output: kept/part-<shard>.parquet or rejected/part-<shard>.parquet."""
+    return f"{status}/part-{shard_id}.parquet"
+
+
+def remove_stale_outputs(paths: JobPaths, shards: list[Shard]) -> list[str]:
+    """Remove what kept/ and rejected/ hold besides this job's files: part files an earlier run of other
+    inputs left (its _work/ deleted, its files not), and temporary files of failed or killed writes.
+    Returns the removed paths, relative to the output (the manifest lists them)."""
+    out = paths.out
+    expected = {final_file(status.value, shard.shard_id) for status in Status for shard in shards}
+    removed: list[str] = []
+    for status in Status:
+        if not out.exists(status.value):
+            continue
+        for path in out.fs.find(out.path(status.value)):
+            relative = posixpath.relpath(path, out.root)
+            if relative not in expected:
+                out.fs.rm(path)
+                removed.append(relative)
+    return sorted(removed)
 
 
 def funnel(input_rows: int, shard_results: list[dict]) -> dict:
@@ -240,13 +277,14 @@ def versions() -> dict:
 def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
     by_id = {r["shard_id"]: r for r in results}
     inputs = [
-        {"shard_id": s.shard_id, "url": s.url, "format": s.format, "rows": by_id[s.shard_id]["rows"]} for s in shards
+        {"shard_id": s.shard_id, "url": strip_credentials(s.url), "format": s.format, "rows": by_id[s.shard_id]["rows"]}
+        for s in shards
     ]
     return {
         "schema_version": SCHEMA_VERSION,
         "inputs": inputs,
         "shards": results,
-        "config": cfg.model_dump(mode="json"),
+        "config": strip_credentials_in(cfg.model_dump(mode="json")),  # e.g. run.address ray://user:pw@head
         "config_digest": cfg.digest(),
         "model_id": model_id,
         "versions": versions(),

@@ -30,7 +30,7 @@ from curation.stages.release import ReleaseSourceBytes
 class StagePlan:
     """The stages of the score phase, built once from the config on the driver."""
 
-    cpu: list[BatchStage]  # before embedding: tasks or the embedding actor (runner._place_stages)
+    cpu: list[BatchStage]  # before embedding: tasks or the embedding actor (phases/score.py: place_stages)
     embed: EmbedStage | None  # actor pool: embeddings, clip_score and every head's score in one pass;
     # None with model: none (no actor is started: the CPU and post stages run in the reading tasks)
     post: list[BatchStage]  # after embedding: filters on the scores, then privacy on the rows still kept

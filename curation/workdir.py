@@ -13,6 +13,7 @@ import json
 from curation import __version__
 from curation.errors import UserError
 from curation.io.sources import Shard
+from curation.io.urls import strip_credentials
 from curation.schema import SCHEMA_VERSION
 
 JOB_FILE = "job.json"
@@ -26,15 +27,15 @@ def scored_with(model_id: str) -> dict:
 
 def check_or_claim_work_dir(paths, digest: str, shards: list[Shard], model_id: str, *, rescore: bool = False) -> int:
     """Make sure the work dir belongs to this job (same config, same inputs, same code and model);
-    returns the attempt number."""
-    inputs = [s.url for s in shards]
+    returns the attempt number. The inputs are stored without credentials (io/urls.py)."""
+    inputs = [strip_credentials(s.url) for s in shards]
     current = scored_with(model_id)
     attempt = 1
     if paths.work.exists(JOB_FILE):
         job = _read_job(paths)
         if job.get("config_digest") != digest or job.get("inputs") != inputs:
             raise UserError(
-                f"{paths.work_url} holds an unfinished run with another config or inputs: "
+                f"{strip_credentials(paths.work_url)} holds an unfinished run with another config or inputs: "
                 "use a new --output, or delete that directory to start over"
             )
         earlier = job.get("scored_with", {"schema_version": 1})

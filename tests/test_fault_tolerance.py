@@ -127,7 +127,7 @@ def test_worker_killed_during_embedding(world, reference, tmp_path):
                 # Our Ray's processes descend from this test process; the actor names itself by its class.
                 for proc in psutil.Process().children(recursive=True):
                     try:
-                        if "_StageActor" in " ".join(proc.cmdline()):
+                        if "StageActor" in " ".join(proc.cmdline()):
                             proc.kill()
                             killed.append(proc.pid)
                             return

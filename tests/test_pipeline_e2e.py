@@ -182,17 +182,17 @@ def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ra
 
     generate(str(tmp_path / "in"), rows=40, seed=3, fmt="parquet", shard_size=20)
     shard = sorted((tmp_path / "in").glob("*.parquet"))[1]
-    write = runner._write
+    dedup = runner.run_dedup
 
-    def change_input_then_write(*args):
+    def change_input_then_dedup(*args, **kwargs):
         table = pq.read_table(shard)
         column = table.schema.get_field_index("jpg")
         images = table.column(column).to_pylist()
         images[0] = images[1]  # another picture under the first row's key
         pq.write_table(table.set_column(column, "jpg", pa.array(images, pa.binary())), shard)
-        return write(*args)
+        return dedup(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "_write", change_input_then_write)
+    monkeypatch.setattr(runner, "run_dedup", change_input_then_dedup)
     with pytest.raises(
         UserError, match=rf"input shard .*{shard.name} changed since it was scored.*delete .*_work"
     ) as raised:

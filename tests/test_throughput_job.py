@@ -14,8 +14,9 @@ from curation.io.readers import read_shard
 from curation.io.sources import list_shards
 from curation.job import JobPaths, read_and_prepare, run_stages
 from curation.models.clip import model_info
+from curation.phases.score import StageActor, calls_per_actor, commit_in_actor, embed_actors, place_stages
 from curation.plan import StagePlan
-from curation.runner import _commit_in_actor, _embed_actors, _place_stages, _StageActor, calls_per_actor, run_job
+from curation.runner import run_job
 from curation.stages.decode import DecodeStage
 from curation.stages.gpu_decode import GpuDecodeStage
 
@@ -35,39 +36,39 @@ def in_actor(plan, threads):
 
 def test_cpu_actors_decode_in_the_actor_by_default_one_call_per_thread():
     cfg, plan = plan_for()
-    tasks, actor = _place_stages(plan, cfg)
+    tasks, actor = place_stages(plan, cfg)
     assert calls_per_actor(cfg) == 2  # model.threads: each call decodes and embeds its shard on one thread
     assert tasks == [] and actor == in_actor(plan, 1)
     cfg, plan = plan_for("model.threads=3")
-    assert calls_per_actor(cfg) == 3 and _place_stages(plan, cfg)[1] == in_actor(plan, 1)
+    assert calls_per_actor(cfg) == 3 and place_stages(plan, cfg)[1] == in_actor(plan, 1)
     cfg, plan = plan_for("model.threads=4", "model.calls_per_actor=2")
-    assert _place_stages(plan, cfg)[1] == in_actor(plan, 2)
+    assert place_stages(plan, cfg)[1] == in_actor(plan, 2)
     cfg, plan = plan_for("model.calls_per_actor=1")
-    assert _place_stages(plan, cfg)[1] == in_actor(plan, 2)  # one call: all the actor's threads
+    assert place_stages(plan, cfg)[1] == in_actor(plan, 2)  # one call: all the actor's threads
 
 
 def test_gpu_actors_decode_in_tasks_by_default():
     cfg, plan = plan_for("model.num_gpus=1")
-    tasks, actor = _place_stages(plan, cfg)
+    tasks, actor = place_stages(plan, cfg)
     assert calls_per_actor(cfg) == 1
     assert tasks == plan.cpu and actor == [replace(plan.embed, torch_threads=cfg.model.threads)]
     assert next(s for s in tasks if isinstance(s, DecodeStage)).threads == 1  # a task: one CPU
     cfg, plan = plan_for("model.num_gpus=1", "decode.placement=actor")
-    assert calls_per_actor(cfg) == 1 and _place_stages(plan, cfg)[1] == in_actor(plan, cfg.model.threads)
+    assert calls_per_actor(cfg) == 1 and place_stages(plan, cfg)[1] == in_actor(plan, cfg.model.threads)
     cfg, plan = plan_for("decode.placement=tasks")  # CPU actors behind decoding tasks: one call too
     assert calls_per_actor(cfg) == 1
 
 
 def test_gpu_decode_moves_decode_and_later_stages_to_the_actor():
     cfg, plan = plan_for("decode.device=gpu")
-    tasks, actor = _place_stages(plan, cfg)
+    tasks, actor = place_stages(plan, cfg)
     at = next(i for i, s in enumerate(plan.cpu) if isinstance(s, DecodeStage))
     assert calls_per_actor(cfg) == 1
     assert tasks == plan.cpu[:at]
     assert isinstance(actor[0], GpuDecodeStage) and actor[0].device == "cpu"  # no GPU asked: same code on CPU
     assert actor[1:] == [*plan.cpu[at + 1 :], replace(plan.embed, torch_threads=cfg.model.threads)]
     cfg, plan = plan_for("decode.device=gpu", "model.num_gpus=1")
-    assert _place_stages(plan, cfg)[1][0].device == "auto"
+    assert place_stages(plan, cfg)[1][0].device == "auto"
 
 
 def test_calls_per_actor_must_be_positive():
@@ -76,21 +77,21 @@ def test_calls_per_actor_must_be_positive():
 
 
 def test_actor_count():
-    assert _embed_actors(load_config(None, [])) == 1
-    assert _embed_actors(load_config(None, ["model.actors=3"])) == 3
+    assert embed_actors(load_config(None, [])) == 1
+    assert embed_actors(load_config(None, ["model.actors=3"])) == 3
 
 
 @pytest.mark.ray
 def test_gpu_actors_on_a_cluster_without_gpus_is_a_user_error(ray_local):
     with pytest.raises(UserError, match="num_gpus"):
-        _embed_actors(load_config(None, ["model.num_gpus=1"]))
+        embed_actors(load_config(None, ["model.num_gpus=1"]))
 
 
 @pytest.mark.ray
 def test_a_user_error_in_the_benchmarks_actor_pool_is_one_line(ray_local):
     """An actor that cannot set up its stages (builtin heads on random weights) fails the benchmark's
     actor-pool run with the UserError itself, not Ray's traceback of the actor's death."""
-    from curation.runner import run_actor_stages
+    from curation.phases.score import run_actor_stages
 
     cfg, plan = plan_for("model.pretrained=null", "model.threads=1")
     block = pa.table(
@@ -144,17 +145,17 @@ def test_device_decode_job_rejects_like_the_cpu_decoder(ray_local, small_world, 
 
 
 def test_cpu_actors_commit_what_they_score_gpu_actors_leave_it_to_tasks():
-    assert _commit_in_actor(load_config(None, []))
+    assert commit_in_actor(load_config(None, []))
     for overrides in (["model.num_gpus=1"], ["decode.placement=tasks"], ["decode.device=gpu"]):
-        assert not _commit_in_actor(load_config(None, overrides)), overrides
+        assert not commit_in_actor(load_config(None, overrides)), overrides
 
 
 def test_actor_with_post_stages_commits_its_shard_and_returns_the_summary(small_world, tmp_path):
     root, _truth = small_world
     cfg, plan = plan_for("model.threads=1")
     paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "work"))
-    _tasks, stages = _place_stages(plan, cfg)
-    actor = _StageActor(stages, post=plan.post, paths=paths, schema=plan.schema)
+    _tasks, stages = place_stages(plan, cfg)
+    actor = StageActor(stages, post=plan.post, paths=paths, schema=plan.schema)
     shard = list_shards(str(root), "auto")[0]
     prepared = read_and_prepare(shard, [], paths, plan.schema)
 

@@ -15,6 +15,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+TMP_PREFIX = ".tmp-"  # a file being written; committed by a rename to its final name
+
 
 @dataclass(frozen=True)
 class Location:
@@ -39,14 +41,38 @@ class Location:
             return f.read()
 
     def write_bytes(self, data: bytes | pa.Buffer, *parts: str) -> str:
-        """Atomically write `data` (bytes or an Arrow buffer, written without a copy); returns its sha256."""
+        """Atomically write `data` (bytes or an Arrow buffer, written without a copy); returns its sha256.
+        A write that fails (a full disk) removes its temporary file."""
         final = self.path(*parts)
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        tmp = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, final)
+        tmp = posixpath.join(posixpath.dirname(final), f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            self.fs.mv(tmp, final)
+        except BaseException:
+            self._discard(tmp)
+            raise
         return hashlib.sha256(data).hexdigest()
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        except Exception:  # noqa: BLE001 - the write's own error is the one to report
+            pass
+
+    def remove_temporaries(self, *parts: str) -> list[str]:
+        """Remove the temporary files that writes of earlier attempts left under this folder (a killed
+        process cannot clean up after itself); returns their paths relative to the location's root.
+        Call it only while nothing writes here."""
+        folder = self.path(*parts)
+        if not self.fs.exists(folder):
+            return []
+        found = [p for p in self.fs.find(folder) if posixpath.basename(p).startswith(TMP_PREFIX)]
+        for path in found:
+            self._discard(path)
+        return sorted(posixpath.relpath(p, self.root) for p in found)
 
     def remove(self, *parts: str) -> None:
         path = self.path(*parts)

@@ -125,8 +125,8 @@ def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None 
     if protocol in ("file", "local"):
         _check_regular([p for p in files if p.endswith(SHARD_SUFFIXES)])
 
-    def full_url(path: str) -> str:
-        return path if protocol in ("file", "local") else f"{protocol}://{path}"
+    def full_url(path: str) -> str:  # an http(s) path is a whole URL already
+        return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
 
     def relative(path: str) -> str:
         return posixpath.relpath(path, base) if base else path

@@ -35,6 +35,7 @@ from curation.models.info import (  # noqa: F401 - re-exported: the model's fact
 )
 from curation.models.registry import open_clip, open_clip_architecture  # noqa: F401 - re-exported
 from curation.models.towers import create_model
+from curation.models.weights import local_weights_path, weights_problem
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -78,7 +79,13 @@ def load_clip(cfg: ModelConfig) -> LoadedClip:
     else:
         try:
             model = create_model(cfg.arch, pretrained=pretrained, device=device)
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except Exception as exc:
+            # The driver checked the file (models/weights.py); say what is wrong if it changed since.
+            problem = weights_problem(Path(pretrained)) if pretrained else None
+            if problem is not None:
+                raise UserError(f"model.pretrained {cfg.pretrained} {problem}") from None
+            if not isinstance(exc, (RuntimeError, ValueError, KeyError)):
+                raise
             raise UserError(f"weights {cfg.pretrained} do not fit model.arch {cfg.arch}: {str(exc)[:160]}") from None
     model.eval()
     preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -101,13 +108,8 @@ def _resolve_pretrained(pretrained: str | None, arch: str) -> str | None:
         return None
     if pretrained == BUILTIN:
         return str(builtin_weights(arch))
-    path = Path(pretrained).expanduser()
-    if path.is_dir() and (path / WEIGHTS_FILE).is_file():  # a folder written by `curate train-clip`
-        return str(path / WEIGHTS_FILE)
-    looks_like_path = any(sep in pretrained for sep in ("/", "\\")) or path.suffix in (".safetensors", ".pt", ".bin")
-    if looks_like_path:
-        if not path.is_file():
-            raise UserError(f"model.pretrained file {pretrained} not found: give an existing .safetensors path")
+    path = local_weights_path(pretrained)  # a file, or a folder written by `curate train-clip`
+    if path is not None:
         return str(path)
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if pretrained not in tags:

@@ -11,6 +11,7 @@ import ray
 
 from curation.config import Config
 from curation.errors import UserError
+from curation.execution import init_ray, survive_node_loss
 
 
 def export_formats(cfg: Config, output_url: str, results: list[dict], log) -> list[dict]:
@@ -50,11 +51,9 @@ def export_output(
     section.update(overrides or {})
     settings = [f"output.{key}={json.dumps(value)}" for key, value in section.items()]
     cfg = load_config(None, [*settings, *([f"run.address={address}"] if address else [])])
-    from curation.runner import _init_ray, _survive_node_loss  # the job's own Ray start and node-loss retry
-
-    _init_ray(cfg)
+    init_ray(cfg)
     files, export_settings = sinks.kept_files(manifest["shards"]), sinks.ExportSettings.of(cfg.output)
-    summary = _survive_node_loss(
+    summary = survive_node_loss(
         lambda: sinks.export(output_url, fmt, files, export_settings, map_in_order, to_url), log
     )
     log(sinks.describe(summary))

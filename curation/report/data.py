@@ -58,7 +58,13 @@ def load(output_url: str, *, max_rows: int = 4000, per_grid: int = 12, seed: int
     out = Location.of(output_url)
     if not out.exists("_manifest.json"):
         raise UserError(f"{output_url} holds no _manifest.json: give the --output of a finished `curate run`")
-    manifest = json.loads(out.read_bytes("_manifest.json"))
+    try:
+        manifest = json.loads(out.read_bytes("_manifest.json"))
+        manifest["funnel"]["rejected_by_reason"].items()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(
+            f"{output_url}/_manifest.json is damaged (not this tool's JSON): run the job again to rewrite it"
+        ) from None
     shards = _shard_files(out, manifest)
     rng = random.Random(seed)
     rng.shuffle(shards)

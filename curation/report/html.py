@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.io.commit import Location
+from curation.io.urls import strip_credentials, strip_credentials_in
 from curation.report import plots
 from curation.report.audit import Audit, Group, audit
 from curation.report.data import ReportData, load, near_threshold, read_images, stage_order
@@ -74,8 +75,8 @@ def render(data: ReportData) -> str:
     return tiles.fill(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Curation report: {escape(data.output_url)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>Curation report</h1><p>{escape(data.output_url)}</p>"
+        f"<title>Curation report: {escape(strip_credentials(data.output_url))}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>Curation report</h1><p>{escape(strip_credentials(data.output_url))}</p>"
         f"<p>model {escape(str(m.get('model_id', '?')))} &middot; curation {escape(str(m.get('versions', {}).get('curation', '?')))}"
         f" &middot; report generated {generated} &middot; plots from a sample of {data.sample.num_rows:,} rows</p></header>"
         f"{_domain_banner(m)}<nav>{nav}</nav><main>{body}</main></body></html>"
@@ -379,7 +380,7 @@ def _run(data: ReportData) -> str:
         f"<tr><td>attempt</td><td class=n>{resume.get('attempt', 1)}</td></tr>"
         f"<tr><td>config digest</td><td>{escape(str(m.get('config_digest', ''))[:16])}</td></tr></table>"
     )
-    config = escape(json.dumps(m.get("config", {}), indent=2, sort_keys=True))
+    config = escape(json.dumps(strip_credentials_in(m.get("config", {})), indent=2, sort_keys=True))
     versions = escape(json.dumps(m.get("versions", {}), sort_keys=True))
     return (
         f'<div class="plots"><div><h3>Timings</h3><table id="timings">{rows}</table>{stage_table}</div><div><h3>Job</h3>{facts}</div></div>'

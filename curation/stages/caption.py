@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import numpy as np
 import pyarrow as pa
 
 from curation.config import PII_KINDS
@@ -453,8 +452,10 @@ class CaptionStage(BatchStage):
     """Clean captions, reject boilerplate, and redact or reject personal data, on rows still kept.
 
     Kept rows get the cleaned (and, with pii=redact, redacted) caption and a `pii` list of the kinds
-    found (empty: none); rows this stage rejects keep the caption they came with; rows rejected earlier
-    pass through untouched. `pii` is null where nothing was looked for (pii=off, rows not examined).
+    found (empty: none). Rows this stage rejects, and rows rejected before it (a duplicate key, a missing
+    image), keep the caption they came with unless it holds personal data: with pii=redact or reject, no
+    caption leaves this stage with personal data in it, whatever the row's fate (their caption is then the
+    cleaned, redacted text, and `pii` lists the kinds). `pii` is null where nothing was looked for (pii=off).
     """
 
     name: ClassVar[Stage] = Stage.CAPTION
@@ -477,8 +478,12 @@ class CaptionStage(BatchStage):
         captions = table.column("caption").to_pylist()
         pii: list[list[str] | None] = [None] * n
         reasons: list[RejectReason | None] = [None] * n
-        for i in np.flatnonzero(kept_mask(table)):
-            reasons[i], captions[i], pii[i] = self._examine(captions[i])
+        kept = kept_mask(table)
+        for i in range(n):
+            if kept[i]:
+                reasons[i], captions[i], pii[i] = self._examine(captions[i])
+            elif self.pii != "off" and captions[i] is not None:
+                captions[i], pii[i] = self._without_pii(captions[i])
         caption_type = table.schema.field("caption").type
         table = set_column(table, "caption", pa.array(captions, type=caption_type))
         table = set_column(table, "pii", pa.array(pii, type=PII_TYPE))
@@ -491,11 +496,21 @@ class CaptionStage(BatchStage):
             return None, None, [] if looks else None
         text = clean_caption(raw) if self.clean else raw
         if self.reject_boilerplate and is_boilerplate(text):
-            return RejectReason.BOILERPLATE_CAPTION, raw, None
+            return RejectReason.BOILERPLATE_CAPTION, *(self._without_pii(raw) if looks else (raw, None))
         if not looks:
             return None, text, None
         if self.pii == "redact":
             redacted, kinds = redact(text, self.pii_kinds)
             return None, redacted, kinds
         kinds = sorted({kind for kind, _, _ in find_pii(text, self.pii_kinds)})
-        return (RejectReason.CAPTION_PII, raw, kinds) if kinds else (None, text, kinds)
+        return (RejectReason.CAPTION_PII, *self._without_pii(raw)) if kinds else (None, text, kinds)
+
+    def _without_pii(self, raw: str) -> tuple[str, list[str]]:
+        """(caption to store, pii kinds) for a rejected row: the caption it came with when that holds no
+        personal data, else the cleaned caption, redacted. Personal data is looked for in both the raw and
+        the cleaned text (an address may hide in markup, or behind an HTML entity)."""
+        cleaned = clean_caption(raw)
+        redacted, kinds = redact(cleaned, self.pii_kinds)
+        if find_pii(raw, self.pii_kinds):
+            kinds = sorted({*kinds, *(kind for kind, _, _ in find_pii(raw, self.pii_kinds))})
+        return (redacted, kinds) if kinds else (raw, kinds)

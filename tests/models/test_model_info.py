@@ -39,9 +39,9 @@ def test_planning_a_job_imports_no_torch():
         "from curation.config import load_config\n"
         "from curation.models.info import model_info\n"
         "from curation.plan import StagePlan\n"
-        "from curation.runner import _place_stages\n"
+        "from curation.phases.score import place_stages\n"
         "cfg = load_config('pipelines/demo.yaml')\n"
-        "_place_stages(StagePlan.build(cfg, model_info(cfg.model)), cfg)\n"
+        "place_stages(StagePlan.build(cfg, model_info(cfg.model)), cfg)\n"
         "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, 'the driver imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -302,7 +302,7 @@ def test_stage_redacts_by_default():
         "IMG_1234.jpg",
         "call me at [PHONE]",
         "",
-        "mail a@b.co",
+        "mail [EMAIL]",  # rejected before this stage, and still no personal data leaves it
         None,
     ]
     assert out.column("status").to_pylist() == ["kept", "rejected", "kept", "kept", "rejected", "rejected"]
@@ -316,7 +316,7 @@ def test_stage_redacts_by_default():
     ]
     assert out.column("reject_stage").to_pylist() == [None, "caption", None, None, "decode", "decode"]
     assert out.schema.field("pii").type == pa.list_(pa.string())
-    assert out.column("pii").to_pylist() == [[], None, ["phone"], [], None, None]
+    assert out.column("pii").to_pylist() == [[], [], ["phone"], [], ["email"], None]
     for name in ("source", "url", "image"):
         assert out.column(name).equals(table.column(name))
 
@@ -326,14 +326,15 @@ def test_stage_rejects_pii_when_asked():
     out = CaptionStage(pii="reject").process_batch(table)
     assert out.num_rows == table.num_rows
     captions = out.column("caption").to_pylist()
-    assert captions[:3] == ["A red circle & a square", "IMG_1234.jpg", "call me at 555-123-4567"]
+    # the rejected row's caption is stored redacted: personal data reaches no output, whatever the row's fate
+    assert captions == ["A red circle & a square", "IMG_1234.jpg", "call me at [PHONE]", "", "mail [EMAIL]", None]
     assert out.column("reject_reason").to_pylist()[:4] == [
         None,
         RejectReason.BOILERPLATE_CAPTION.value,
         RejectReason.CAPTION_PII.value,
         None,
     ]
-    assert out.column("pii").to_pylist() == [[], None, ["phone"], [], None, None]
+    assert out.column("pii").to_pylist() == [[], [], ["phone"], [], ["email"], None]
     assert out.column("reject_reason").to_pylist()[4:] == ["not_an_image", "missing_caption"]
 
 
@@ -342,6 +343,20 @@ def test_stage_with_pii_off_leaves_pii_null():
     assert out.column("caption").to_pylist()[2] == "call me at 555-123-4567"
     assert out.column("pii").to_pylist() == [None] * len(CAPTIONS)
     assert out.schema.field("pii").type == pa.list_(pa.string())
+
+
+def test_stage_redacts_rejected_captions_found_in_markup_or_raw_text():
+    """A rejected row keeps its raw caption unless personal data hides in it: in markup the cleaned text
+    drops, behind an HTML entity, or in a caption rejected as boilerplate (a file name)."""
+    captions = ['<a href="mailto:jo@ex.com">contact</a> a red cat', "write to jo&#64;ex.com please", "jo@ex.com.jpg"]
+    for pii in ("redact", "reject"):
+        out = CaptionStage(pii=pii).process_batch(
+            batch(captions, ["rejected", "rejected", "kept"], ["duplicate_key", "missing_image", None])
+        )
+        stored = out.column("caption").to_pylist()
+        assert not any("jo@ex.com" in c or "&#64;" in c for c in stored), stored
+        assert out.column("reject_reason").to_pylist()[2] == RejectReason.BOILERPLATE_CAPTION.value
+        assert all(kinds == ["email"] for kinds in out.column("pii").to_pylist())
 
 
 def test_stage_switches_off_cleaning_and_boilerplate():
@@ -359,6 +374,6 @@ def test_stage_on_an_empty_batch_and_an_all_rejected_batch():
     assert out.num_rows == 0 and out.schema.field("pii").type == pa.list_(pa.string())
     rejected = batch(["IMG_1.jpg", "a@b.co"], ["rejected"] * 2, ["not_an_image"] * 2)
     out = CaptionStage().process_batch(rejected)
-    assert out.column("caption").to_pylist() == ["IMG_1.jpg", "a@b.co"]
-    assert out.column("pii").to_pylist() == [None, None]
+    assert out.column("caption").to_pylist() == ["IMG_1.jpg", "[EMAIL]"]
+    assert out.column("pii").to_pylist() == [[], ["email"]]
     assert out.column("reject_reason").to_pylist() == ["not_an_image"] * 2

@@ -92,7 +92,7 @@ def bare_forward(model_cfg, pixels: list[bytes], texts: list[str], size: int) ->
 def stage_in_pipeline(model_cfg, pixels: list[bytes], texts: list[str], size: int, block_rows: int) -> dict:
     from curation.config import Config
     from curation.models.clip import BUILTIN, model_info
-    from curation.runner import run_actor_stages, start_ray
+    from curation.phases.score import run_actor_stages, start_ray
     from curation.stages.embed import EmbedStage
 
     info = model_info(model_cfg)

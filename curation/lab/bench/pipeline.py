@@ -66,7 +66,8 @@ def bare_decode_forward(cfg, images) -> dict:
 
 def run_pipeline_bench(n: int, shard_size: int, overrides: tuple[str, ...] = (), seed: int = 0, log=None) -> dict:
     from curation.config import load_config
-    from curation.runner import run_job, start_ray
+    from curation.phases.score import start_ray
+    from curation.runner import run_job
 
     cfg = load_config(None, overrides)
     images, kind = web_jpegs(n, seed)
