@@ -11,7 +11,7 @@ import sys
 
 from curation.allocator import allocator_env, tune_this_process
 from curation.config import Config
-from curation.errors import UserError
+from curation.errors import UserError, errors_behind
 from curation.io.urls import strip_credentials
 from curation.ray_address import check_ray_address
 
@@ -80,17 +80,9 @@ _REMOTE_USER_ERROR = re.compile(r"^curation\.errors\.UserError: (.+)$", re.MULTI
 def user_error_in(exc: BaseException) -> UserError | None:
     """The UserError behind a failure, also one raised in a Ray worker: Ray hands a task's exception
     back wrapped (and an actor constructor's only as the text of its traceback)."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        error = todo.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, UserError):
-            return error
-        linked = (error.__cause__, error.__context__, getattr(error, "cause", None))
-        todo += [e for e in linked if isinstance(e, BaseException)]
+    user = next((error for error in errors_behind(exc) if isinstance(error, UserError)), None)
+    if user is not None:
+        return user
     found = _REMOTE_USER_ERROR.findall(str(exc))
     return UserError(found[-1]) if found else None
 

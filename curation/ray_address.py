@@ -4,7 +4,7 @@ answer: one line in seconds instead, before anything is written."""
 from __future__ import annotations
 
 from curation.errors import UserError
-from curation.io.urls import strip_credentials
+from curation.io.urls import answers, strip_credentials
 
 RAY_PROBE_TIMEOUT_S = 5.0
 _DEFAULT_PORTS = {"ray": 10001, "": 6379}  # Ray client server; GCS
@@ -39,29 +39,8 @@ def check_ray_address(address: str) -> None:
         host = port = None
     if not host:
         raise UserError(f"run.address {shown} is not host:port or ray://host:port: fix run.address / RAY_ADDRESS")
-    if not _answers(host, port, RAY_PROBE_TIMEOUT_S):
+    if not answers(host, port, RAY_PROBE_TIMEOUT_S):
         raise UserError(
             f"cannot reach Ray cluster at {shown}: nothing answers at {host}:{port} within {RAY_PROBE_TIMEOUT_S:g} s; "
             "check run.address / RAY_ADDRESS and that the cluster is up"
         )
-
-
-def _answers(host: str, port: int, timeout: float) -> bool:
-    """Whether a TCP connect to host:port succeeds within `timeout` (in a thread: resolving a name has no
-    timeout of its own)."""
-    import socket
-    import threading
-
-    answer: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(answer and answer[0])

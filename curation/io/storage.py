@@ -12,7 +12,7 @@ import re
 
 import fsspec
 
-from curation.errors import UserError
+from curation.errors import UserError, errors_behind
 from curation.io.sources import access_denied, credential_source
 from curation.io.urls import strip_credentials
 
@@ -142,18 +142,10 @@ def _place(exc: BaseException) -> str | None:
 
 def storage_problem_in(exc: BaseException, url: str | None = None) -> UserError | None:
     """`storage_problem` of the error or of any error behind it (its causes; what a Ray task raised)."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        error = todo.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
+    for error in errors_behind(exc):
         problem = storage_problem(error, url)
         if problem is not None:
             return problem
-        linked = (error.__cause__, error.__context__, getattr(error, "cause", None))
-        todo += [e for e in linked if isinstance(e, BaseException)]
     # Ray may hand back a worker's error only as the text of its traceback.
     text = str(exc)
     for number, message in _REMOTE_OS_ERROR.findall(text):

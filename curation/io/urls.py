@@ -10,6 +10,8 @@ used as given wherever a file is opened: only the copies that leave the process 
 from __future__ import annotations
 
 import re
+import socket
+import threading
 
 # scheme://netloc: netloc runs to the first path, query or fragment delimiter (or a character no URL in a
 # sentence carries). User info may hold a raw '@' (a careless password): the host follows the last one.
@@ -46,3 +48,21 @@ def strip_credentials_in(value):
 
 def has_credentials(url: str) -> bool:
     return strip_credentials(url) != url
+
+
+def answers(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connect to host:port succeeds within `timeout` (in a thread: resolving a name has no
+    timeout of its own)."""
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(answer and answer[0])

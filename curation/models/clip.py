@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 from curation.config import ModelConfig
 from curation.errors import UserError
+from curation.io.urls import answers
 from curation.models.info import (  # noqa: F401 - re-exported: the model's facts live in info.py
     ASSETS_DIR,
     BUILTIN,
@@ -125,20 +125,8 @@ HUB_HOST = ("huggingface.co", 443)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers within `timeout` (a thread: name resolution itself has no timeout)."""
-    answer: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection(HUB_HOST, timeout=timeout):
-                answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(answer and answer[0])
+    """Whether the model hub answers within `timeout`."""
+    return answers(*HUB_HOST, timeout)
 
 
 def _create_from_tag(arch: str, tag: str, device: torch.device) -> torch.nn.Module:

@@ -21,28 +21,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.io.sinks.webdataset import shard_stats
+from curation.io.sinks.webdataset import IMG2DATASET_FIELDS, shard_stats
 from curation.io.tar import TarWriter
 
 URL_PREFIX = "https://synthetic.invalid/img/"
 MAX_SHARD_SIZE = 10_000  # the 4 index digits of a key
 TAR_OWNER = "bigdata"  # what webdataset's TarWriter writes as user and group name
 
-METADATA_SCHEMA = pa.schema(
-    [
-        ("url", pa.string()),
-        ("caption", pa.string()),
-        ("key", pa.string()),
-        ("status", pa.string()),
-        ("error_message", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("original_width", pa.int32()),
-        ("original_height", pa.int32()),
-        ("exif", pa.string()),
-        ("sha256", pa.string()),
-    ]
-)
+METADATA_SCHEMA = IMG2DATASET_FIELDS  # img2dataset's metadata columns, as the webdataset export writes them
 PARQUET_SCHEMA = METADATA_SCHEMA.append(pa.field("jpg", pa.binary()))
 _OWN_FILE = re.compile(r"^\d{5}(\.tar|\.parquet|_stats\.json)$")
 
