@@ -59,9 +59,11 @@ def warm_task_workers() -> None:
 def survive_node_loss(phase, log):
     """Run a phase again when a node died under it. Phases are idempotent: committed shards are
     skipped, decisions and final files are rewritten with the same bytes."""
-    from ray.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError
+    from ray.exceptions import NodeDiedError, ObjectLostError, OwnerDiedError, RayActorError, WorkerCrashedError
 
-    lost = (ActorDiedError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError)
+    # RayActorError: an actor that died, or that became unavailable as its node went (the embedding
+    # actors are not restarted: see phases/score.py, NO_ACTOR_RESTARTS).
+    lost = (RayActorError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError)
     for attempt in range(NODE_LOSS_RETRIES + 1):
         try:
             return phase()
@@ -69,7 +71,7 @@ def survive_node_loss(phase, log):
             user = user_error_in(exc)
             if user is not None:  # e.g. weights an actor could not load: one line, and no retry
                 raise user from None
-            if not isinstance(exc, lost) or attempt == NODE_LOSS_RETRIES:
+            if not any(isinstance(error, lost) for error in errors_behind(exc)) or attempt == NODE_LOSS_RETRIES:
                 raise
             log(f"a Ray node or worker was lost ({type(exc).__name__}); running the phase again")
 
