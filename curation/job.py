@@ -137,8 +137,19 @@ SUMMARY_SCHEMA = pa.schema(
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, schema: pa.Schema) -> None:
     """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py)."""
-    scored = in_key_order(conform(release_source_bytes(table), schema))
+    scored = in_key_order(conform(without_credentials(release_source_bytes(table)), schema))
     paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
+
+
+def without_credentials(table: pa.Table) -> pa.Table:
+    """The rows with their image URLs' user info and secret query values (a signed URL's signature)
+    masked: the download stage has used them, and nothing stored may hold them (io/urls.py)."""
+    urls = table.column("url")
+    suspect = pc.or_(pc.match_substring(urls, "@"), pc.match_substring(urls, "="))
+    if not pc.any(suspect).as_py():
+        return table
+    clean = [strip_credentials(url) if url is not None else None for url in urls.to_pylist()]
+    return set_column(table, "url", clean, pa.string())
 
 
 def in_key_order(table: pa.Table) -> pa.Table:

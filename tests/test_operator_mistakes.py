@@ -154,7 +154,11 @@ def url_list(tmp_path_factory):
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_AuthHandler, directory=str(root)))
     server.daemon_threads = True
     port = server.server_address[1]
-    lines = ["key,url,caption"] + [f'{k},http://127.0.0.1:{port}/{path},"{caption}"' for k, path, caption in rows]
+    # One image URL is signed (a secret in its query): the download uses it, nothing stored may hold it.
+    signed = {"img/5.png": f"img/5.png?X-Amz-Signature={PASSWORD}"}
+    lines = ["key,url,caption"] + [
+        f'{k},http://127.0.0.1:{port}/{signed.get(path, path)},"{caption}"' for k, path, caption in rows
+    ]
     (root / "list.csv").write_text("\n".join(lines) + "\n")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
