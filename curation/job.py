@@ -4,7 +4,7 @@ Layout (docs/architecture.md):
   <work>/job.json                     the run using this work dir (workdir.py)
   <work>/scored/<shard>.parquet       phase 1 output, one per input shard (its presence = committed);
                                       image bytes only where the input shard lacks them (stages/release.py)
-  <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
+  <work>/decisions/<shard>.parquet   phase 2 output, about one shard's rows: key -> dup_of, dup_kind
   <out>/kept/part-<shard>.parquet     phase 3 output, rows sorted by key
   <out>/rejected/part-<shard>.parquet
   <out>/_manifest.json, <out>/_SUCCESS (last)
@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 
 from curation import __version__
 from curation.config import Config
-from curation.dedup.decisions import DECISION_SCHEMA, apply_decisions
+from curation.dedup.decisions import apply_decisions
+from curation.dedup.keep_fraction import histogram_metadata, without_histogram
 from curation.domain import outside_domain_rows
 from curation.errors import UserError
 from curation.io import huggingface
@@ -39,6 +40,7 @@ from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
 from curation.stages.release import SourceChanged, mark_source_bytes, release_source_bytes, restore_source_bytes
 
+DECISIONS_DIR = "decisions"
 SHARD_ROWS = "_shard_rows"  # internal column: rows the reader found in the row's shard
 STAGE_SECONDS = "_seconds:"  # internal columns: each row's share of a stage's wall time
 
@@ -59,6 +61,10 @@ class JobPaths:
 
     def scored_name(self, shard_id: str) -> str:
         return f"scored/{shard_id}.parquet"
+
+    def decisions_name(self, shard_id: str) -> str:
+        """The dedup decisions about one shard's rows (none decided: no file)."""
+        return f"{DECISIONS_DIR}/{shard_id}.parquet"
 
 
 def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
@@ -136,8 +142,10 @@ SUMMARY_SCHEMA = pa.schema(
 
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, schema: pa.Schema) -> None:
-    """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py)."""
+    """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py).
+    Its metadata holds the histogram of its clip_scores that keep_fraction sums (dedup/keep_fraction.py)."""
     scored = in_key_order(conform(without_credentials(release_source_bytes(table)), schema))
+    scored = scored.replace_schema_metadata({**(scored.schema.metadata or {}), **histogram_metadata(scored)})
     paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
 
 
@@ -165,17 +173,12 @@ def in_key_order(table: pa.Table) -> pa.Table:
 # ---- phase 2: dedup input and decisions -----------------------------------------------------------
 
 
-def decisions_table(tables: list[pa.Table]) -> pa.Table:
-    """Sort the decisions from all groups (each with its rows' source shards) into one table, by source
-    shard for per-shard reads."""
-    schema = DECISION_SCHEMA.append(pa.field("source", pa.string()))
-    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
-    return table.sort_by([("source", "ascending"), ("key", "ascending")])
-
-
 def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]:
-    table = read_parquet(paths.work, "decisions.parquet")
-    table = table.filter(pc.equal(table.column("source"), shard_id))
+    """The dedup decisions about one shard's rows (its own file only: curation/phases/dedup.py)."""
+    name = paths.decisions_name(shard_id)
+    if not paths.work.exists(name):
+        return {}
+    table = read_parquet(paths.work, name)
     return {k: (d, kind) for k, d, kind in zip(*(table.column(c).to_pylist() for c in ("key", "dup_of", "dup_kind")))}
 
 
@@ -186,7 +189,7 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
     """Apply the job-wide clip_score threshold (keep_fraction) and the dedup decisions to one scored
     shard, put back the image bytes it left in the input shard, and commit its kept/ and rejected/ files."""
     shard_id = shard.shard_id
-    table = read_parquet(paths.work, paths.scored_name(shard_id))
+    table = without_histogram(read_parquet(paths.work, paths.scored_name(shard_id)))
     if cfg.output.keep_images:
         table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes)
     if clip_threshold is not None:

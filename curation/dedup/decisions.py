@@ -10,6 +10,8 @@ from curation.schema import DupKind, RejectReason, Stage, Status
 from curation.stages.base import set_column
 
 DECISION_SCHEMA = pa.schema([("key", pa.string()), ("dup_of", pa.string()), ("dup_kind", pa.string())])
+# What the dedup phase writes: each decision with its row's source shard (decisions/<source>.parquet).
+SOURCED_DECISION_SCHEMA = DECISION_SCHEMA.append(pa.field("source", pa.string()))
 
 REASON_FOR_KIND = {
     DupKind.EXACT.value: RejectReason.EXACT_DUPLICATE,

@@ -48,16 +48,11 @@ def sample_rows(batch: pa.Table, *, rate: float) -> pa.Table:
     return batch.filter(pa.array(keep, pa.bool_())).select(["key", "img_emb"])
 
 
-def without_keys(batch: pa.Table, *, keys: pa.Array) -> pa.Table:
-    return batch.filter(pc.invert(pc.is_in(batch.column("key"), value_set=keys))) if len(keys) else batch
-
-
-def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None, drop_keys: pa.Array) -> pa.Table:
-    """The rows not decided yet, each with its k-means cluster; without centroids (no embedding, model:
-    none) every row is in cluster 0: one group, compared all against all by pHash."""
+def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None) -> pa.Table:
+    """The rows, each with its k-means cluster; without centroids (no embedding, model: none) every row
+    is in cluster 0: one group, compared all against all by pHash."""
     from curation.dedup.semantic import assign_clusters
 
-    batch = without_keys(batch, keys=drop_keys)
     if centroids is None or not batch.num_rows:
         clusters = np.zeros(batch.num_rows, np.int64)
     else:

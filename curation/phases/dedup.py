@@ -4,45 +4,103 @@ shards. What each group decides is Ray-free (curation/dedup/); this module sched
 
 from __future__ import annotations
 
-import numpy as np
+from collections import Counter
+
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from curation.config import Config
-from curation.dedup.decisions import decide_with_sources, resolve_chains
-from curation.dedup.exact import exact_group_decisions
+from curation.dedup.decisions import decide_with_sources
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard
-from curation.job import JobPaths, decisions_table
+from curation.job import DECISIONS_DIR, JobPaths
 
 
 def keep_fraction_threshold(shards: list[Shard], paths: JobPaths, cfg: Config) -> float | None:
     """DataComp-style top-k %: the clip_score threshold that keeps `clip.keep_fraction` of the rows
-    still kept after scoring, over the whole job. Reads one float per row on the driver."""
+    still kept after scoring, over the whole job, exactly as sorting every score would give it, from
+    the scored shards' histograms summed on the cluster (curation/dedup/keep_fraction.py): no score
+    comes to the driver, only two histograms of at most 65,536 counts."""
     if cfg.clip.keep_fraction is None:
         return None
+    from curation.dedup import keep_fraction as kf
 
+    counts = _summed_histogram(shards, paths, bucket=None)
+    if not counts:
+        return float("-inf")
+    bucket, rank = kf.boundary(counts, kf.rows_to_keep(sum(counts.values()), cfg.clip.keep_fraction))
+    low, _ = kf.boundary(_summed_histogram(shards, paths, bucket=bucket), rank)
+    return kf.from_key((bucket << 16) | low)
+
+
+def _summed_histogram(shards: list[Shard], paths: JobPaths, bucket: int | None) -> dict[int, int]:
+    """The scored shards' clip_score histograms (top 16 bits of the keys; with `bucket`, the low 16 bits
+    of the keys in that bucket), summed by tasks and then by a groupby: per bucket, not per shard."""
+    work = paths.work
+    names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
+
+    def histograms(batch: pa.Table) -> pa.Table:
+
+        total: Counter = Counter()
+        for name in batch.column("name").to_pylist():
+            total.update(_shard_histogram(work, name, bucket))
+        return pa.table({"bucket": list(total), "count": list(total.values())}, schema=HISTOGRAM_SCHEMA)
+
+    ds = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
+    summed = ds.map_batches(histograms, batch_size=None, batch_format="pyarrow").groupby("bucket").sum("count")
+    return {row["bucket"]: row["sum(count)"] for row in summed.iter_rows()}
+
+
+HISTOGRAM_SCHEMA = pa.schema([("bucket", pa.int64()), ("count", pa.int64())])
+
+
+def _shard_histogram(work, name: str, bucket: int | None) -> dict[int, int]:
+    import pyarrow.parquet as pq
+
+    from curation.dedup import keep_fraction as kf
     from curation.io.commit import read_parquet
-    from curation.stages.clip_filter import threshold_for_keep_fraction
 
-    scores = []
-    for shard in shards:
-        table = read_parquet(paths.work, paths.scored_name(shard.shard_id), columns=["clip_score", "status"])
-        table = table.filter(pc.equal(table.column("status"), "kept"))
-        scores.append(table.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64))
-    values = np.concatenate(scores) if scores else np.zeros(0)
-    return threshold_for_keep_fraction(np.nan_to_num(values, nan=np.nan), cfg.clip.keep_fraction)
+    if bucket is None:
+        with work.fs.open(work.path(name), "rb") as f:
+            found = kf.read_histogram(pq.read_schema(f).metadata)
+        if found is not None:
+            return found
+    table = read_parquet(work, name, columns=["clip_score", "status"])
+    if bucket is None:  # a shard scored before histograms were stored
+        return kf.histogram(kf.kept_keys(table))
+    return kf.histogram(kf.keys_in_bucket(table, bucket), shift=0)
+
+
+def scored_rows(shards: list[Shard], paths: JobPaths) -> int:
+    """Rows of all scored shards, from their footers, read by tasks."""
+    work = paths.work
+
+    def rows(batch: pa.Table) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        counts = []
+        for name in batch.column("name").to_pylist():
+            with work.fs.open(work.path(name), "rb") as f:
+                counts.append(pq.read_metadata(f).num_rows)
+        return pa.table({"rows": pa.array(counts, pa.int64())})
+
+    names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
+    ds = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
+    return int(ds.map_batches(rows, batch_size=None, batch_format="pyarrow").sum("rows") or 0)
 
 
 def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_threshold: float | None = None) -> int:
-    """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster."""
+    """Phase 2: exact dedup by hash, then near/semantic/previous-refresh dedup per k-means cluster; the
+    decisions are written by tasks, one file per source shard (decisions/<shard>.parquet): none of
+    them comes to the driver. Exact copies go to their survivor's cluster, so every chain of decisions
+    (a copy of a near copy, say) resolves inside one cluster's task. Returns the number of decisions."""
     from curation.dedup import prepare
+    from curation.dedup.exact import decide_with_copies, exact_groups
 
     d = cfg.dedup
-    files = [paths.work.path(paths.scored_name(s.shard_id)) for s in shards]
-    total_rows = sum(_parquet_rows(paths, f) for f in files)
+    paths.work.remove(DECISIONS_DIR)  # an earlier dedup's (a resumed job, `curate dedup`)
+    total_rows = scored_rows(shards, paths)
     text = ["txt_emb"] if d.semantic and d.semantic_text_eps is not None else []
     columns = list(dict.fromkeys(["key", "source", "sha256", "phash", "img_emb", *text, "status", d.quality]))
     # Plain tasks read the scored files (Ray retries a task whose node dies; a listing actor it does not).
@@ -59,21 +117,14 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
     rows = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
     rows = rows.map_batches(read_small_columns, batch_size=None, batch_format="pyarrow")
     partitions = partition_count(len(shards), total_rows)
-    tables: list[pa.Table] = []
+    decided = []  # datasets of decisions (SOURCED_DECISION_SCHEMA)
     if cfg.image_filter.reference and total_rows:
         rows, outside = _image_filter(rows, total_rows, cfg, plan)
-        tables += outside
-    if d.exact and total_rows:
-        exact = rows.groupby("sha256", num_partitions=partitions).map_groups(
-            decide_with_sources,
-            fn_kwargs={"decide": exact_group_decisions, "quality": d.quality},
-            batch_format="pyarrow",
-        )
-        tables += collect(exact)
+        decided += [outside] if outside is not None else []
     paths.out.remove("_state")
-    clustered = d.near or d.semantic or bool(d.against) or bool(d.eval_sets)
-    if clustered and total_rows:
-        from curation.dedup.cluster import ClusterDedup, dedup_cluster
+    clustered = (d.near or d.semantic or bool(d.against) or bool(d.eval_sets)) and total_rows > 0
+    centroids = None
+    if clustered:
         from curation.dedup.semantic import fit_centroids
         from curation.dedup.state import previous_centroids, write_centroids
 
@@ -85,80 +136,143 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
             if sample is not None and sample.num_rows:
                 k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
                 centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
-        if centroids is not None or plan.embed is None:  # no embedding: no clusters, one group (docs/dedup.md)
-            if centroids is not None:
-                write_centroids(paths.out, centroids)
-            dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
-            settings = ClusterDedup(
-                eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
-                quality=d.quality,
-                near=d.near,
-                near_radius=d.near_radius,
-                near_min_cosine=d.near_min_cosine,
-                semantic=d.semantic,
-                semantic_eps=d.semantic_eps,
-                semantic_text_eps=d.semantic_text_eps,
-                eval_eps=d.eval_eps,
-                against=list(d.against),
-                state_url=paths.output_url,
-            )
-            grouped = rows.map_batches(
-                prepare.with_clusters,
-                fn_kwargs={"centroids": centroids, "drop_keys": dropped},
-                batch_format="pyarrow",
-            )
-            found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
-                decide_with_sources, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
-            )
-            tables += collect(found)
-            _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
-    decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
-    paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
-    return decisions.num_rows
+        # No embedding (model: none): one cluster, all against all by pHash (docs/dedup.md); no sample: exact only.
+        clustered = centroids is not None or plan.embed is None
+        if centroids is not None:
+            write_centroids(paths.out, centroids)
+    if clustered:
+        rows = rows.map_batches(prepare.with_clusters, fn_kwargs={"centroids": centroids}, batch_format="pyarrow")
+    if d.exact and total_rows:
+        rows = _by_hash(rows, partitions).map_batches(
+            exact_groups,
+            fn_kwargs={"quality": d.quality, "ride_along": clustered},
+            batch_size=None,
+            batch_format="pyarrow",
+        )
+        if not clustered:
+            decided.append(rows)
+    elif clustered:
+        rows = rows.map_batches(_without_copies, batch_format="pyarrow")
+    if clustered:
+        from curation.dedup.cluster import dedup_cluster
+
+        settings = _cluster_settings(cfg, plan, centroids, paths)
+        found = rows.groupby("cluster", num_partitions=partitions).map_groups(
+            decide_with_copies, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
+        )
+        decided.append(found)
+    n_decisions = _write_decisions(decided, paths, partitions)
+    if clustered:
+        _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
+    return n_decisions
+
+
+def _by_hash(rows, partitions: int):
+    """The rows shuffled so that each block holds whole groups of equal sha256, as map_groups does it
+    (but the block is then handed over whole: one call per block, not one per hash): a hash shuffle,
+    or with the sort-based shuffle (curation/execution.py) a sort, whose ranges never split a key."""
+    from ray.data.context import ShuffleStrategy
+
+    if rows.context.shuffle_strategy in (ShuffleStrategy.HASH_SHUFFLE, ShuffleStrategy.SHUFFLE_V2):
+        return rows.repartition(partitions, keys=["sha256"], sort=True)
+    return rows.sort("sha256")
+
+
+def _without_copies(batch: pa.Table) -> pa.Table:
+    from curation.dedup.exact import EXACT_OF
+
+    return batch.append_column(EXACT_OF, pa.nulls(batch.num_rows, pa.string()))
+
+
+def _cluster_settings(cfg: Config, plan, centroids, paths: JobPaths):
+    from curation.dedup.cluster import ClusterDedup
+
+    d = cfg.dedup
+    return ClusterDedup(
+        eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
+        quality=d.quality,
+        near=d.near,
+        near_radius=d.near_radius,
+        near_min_cosine=d.near_min_cosine,
+        semantic=d.semantic,
+        semantic_eps=d.semantic_eps,
+        semantic_text_eps=d.semantic_text_eps,
+        eval_eps=d.eval_eps,
+        against=list(d.against),
+        state_url=paths.output_url,
+    )
+
+
+def _write_decisions(decided: list, paths: JobPaths, partitions: int) -> int:
+    """Write the decisions by tasks, one file per source shard, sorted by key; returns their number."""
+    if not decided:
+        return 0
+    work = paths.work
+
+    def write(group: pa.Table) -> pa.Table:
+        source = group.column("source")[0].as_py()
+        work.write_bytes(parquet_bytes(group.sort_by("key"), row_group_size=65536), paths.decisions_name(source))
+        return pa.table({"decisions": [group.num_rows]})
+
+    decisions = decided[0].union(*decided[1:]) if len(decided) > 1 else decided[0]
+    written = decisions.groupby("source", num_partitions=partitions).map_groups(write, batch_format="pyarrow")
+    return int(written.sum("decisions") or 0)
 
 
 def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
     """DataComp's image-based filter, before dedup: k-means on a sample of the pool, the reference images'
-    nearest clusters, and every row assigned to a cluster. Returns (the rows inside, for dedup; the
-    decisions rejecting the rows outside)."""
+    nearest clusters (the references read and embedded by a task), and every row assigned to a cluster.
+    Returns (the rows inside, for dedup; a dataset of the decisions rejecting the rows outside, or None)."""
     from curation.dedup import image_filter, prepare
-    from curation.dedup.contamination import embed_eval_sets
     from curation.dedup.semantic import fit_centroids
-    from curation.stages.decode import DecodeStage
 
     f = cfg.image_filter
     rate = min(1.0, f.sample_size / total_rows)
     sample = collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
     if not sample:
-        return rows, []
+        return rows, None
     centroids = fit_centroids(prepare.embeddings(pa.concat_tables(sample).sort_by("key")), k=f.clusters, seed=f.seed)
-    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
-    reference = embed_eval_sets(f.reference, [decode, plan.embed], setting="image_filter.reference")
-    if reference is None or not reference.num_rows:
-        raise UserError(
-            f"image_filter.reference {f.reference} holds no decodable images: give folders of images or img2dataset output"
-        )
-    allowed = image_filter.reference_clusters(prepare.embeddings(reference), centroids, nearest=f.nearest)
+    allowed = ray.get(_reference_clusters.remote(f.reference, _embedding_stages(plan), centroids, f.nearest))
     settings = {"centroids": centroids, "allowed": allowed}
-    outside = collect(
-        rows.map_batches(
-            decide_with_sources,
-            fn_kwargs={"decide": image_filter.outside_decisions, **settings},
-            batch_format="pyarrow",
-        )
+    outside = rows.map_batches(
+        decide_with_sources, fn_kwargs={"decide": image_filter.outside_decisions, **settings}, batch_format="pyarrow"
     )
     return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
 
 
+def _embedding_stages(plan) -> list:
+    from curation.stages.decode import DecodeStage
+
+    return [next(s for s in plan.cpu if isinstance(s, DecodeStage)), plan.embed]
+
+
+@ray.remote(num_cpus=1, max_retries=3)
+def _reference_clusters(reference: list[str], stages: list, centroids, nearest: int):
+    """The clusters near image_filter.reference's images, read, decoded and embedded here, in a task."""
+    from curation.dedup import image_filter
+    from curation.dedup.contamination import embed_eval_sets
+    from curation.dedup.prepare import embeddings
+
+    rows = embed_eval_sets(reference, stages, setting="image_filter.reference")
+    if rows is None or not rows.num_rows:
+        raise UserError(
+            f"image_filter.reference {reference} holds no decodable images: give folders of images or img2dataset output"
+        )
+    return image_filter.reference_clusters(embeddings(rows), centroids, nearest=nearest)
+
+
 def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
-    """The eval sets' images, decoded and embedded like the input (on the driver: eval sets are small)."""
+    """The eval sets' images, decoded, embedded and assigned to clusters like the input, by a task."""
+    return ray.get(_embedded_eval_rows.remote(eval_sets, _embedding_stages(plan), centroids))
+
+
+@ray.remote(num_cpus=1, max_retries=3)
+def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids) -> pa.Table | None:
     from curation.dedup.contamination import embed_eval_sets
     from curation.dedup.prepare import embeddings
     from curation.dedup.semantic import assign_clusters
-    from curation.stages.decode import DecodeStage
 
-    decode = next(s for s in plan.cpu if isinstance(s, DecodeStage))
-    rows = embed_eval_sets(eval_sets, [decode, plan.embed])
+    rows = embed_eval_sets(eval_sets, stages)
     if rows is None or not rows.num_rows:
         return None
     return rows.append_column("cluster", pa.array(assign_clusters(embeddings(rows), centroids), pa.int64()))

@@ -53,3 +53,69 @@ def test_chains_end_at_a_survivor_and_previous_refresh_wins():
     # A previous-refresh decision's dup_of is an old key: never followed into this run's rows.
     same_name = pa.table({"key": ["k/1", "k/2"], "dup_of": ["k/2", "k/3"], "dup_kind": ["previous_refresh", "exact"]})
     assert resolve_chains(same_name).to_pylist()[0]["dup_of"] == "k/2"
+
+
+def _random_rows(seed: int, n: int = 400) -> pa.Table:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    quality = rng.choice([0.1, 0.2, 0.3, np.nan], n).astype(np.float32)  # ties and NaN on purpose
+    return pa.table(
+        {
+            "key": [f"s{i % 7}/{i:05d}" for i in rng.permutation(n)],
+            "source": [f"s{i % 7}" for i in range(n)],
+            "sha256": [f"h{h}" for h in rng.integers(0, n // 4, n)],
+            "clip_score": pa.array(quality, pa.float32()),
+            "cluster": rng.integers(0, 5, n),
+        }
+    )
+
+
+def test_exact_groups_in_one_block_decide_as_group_by_group():
+    import pyarrow.compute as pc
+
+    from curation.dedup.exact import exact_groups
+
+    for seed in range(5):
+        rows = _random_rows(seed)
+        expected = []
+        for sha in set(rows.column("sha256").to_pylist()):
+            expected += exact_group_decisions(rows.filter(pc.equal(rows.column("sha256"), sha))).to_pylist()
+        found = exact_groups(rows, quality="clip_score", ride_along=False)
+        by_key = dict(zip(rows.column("key").to_pylist(), rows.column("source").to_pylist()))
+        assert sorted(found.select(["key", "dup_of", "dup_kind"]).to_pylist(), key=str) == sorted(expected, key=str)
+        assert all(by_key[d["key"]] == d["source"] for d in found.to_pylist())
+
+
+def test_copies_ride_to_their_survivors_cluster_and_chains_resolve_there():
+    import pyarrow.compute as pc
+
+    from curation.dedup.exact import EXACT_OF, decide_with_copies, exact_groups
+
+    rows = _random_rows(1)
+    marked = exact_groups(rows, quality="clip_score", ride_along=True)
+    assert marked.num_rows == rows.num_rows
+    survivors = marked.filter(pc.is_null(marked.column(EXACT_OF)))
+    cluster_of = dict(zip(survivors.column("key").to_pylist(), survivors.column("cluster").to_pylist()))
+    for copy in marked.filter(pc.is_valid(marked.column(EXACT_OF))).to_pylist():
+        assert copy["cluster"] == cluster_of[copy[EXACT_OF]]
+
+    def first_is_near_copy_of_last(group: pa.Table) -> pa.Table:  # a cluster's own decision about a survivor
+        keys = sorted(group.column("key").to_pylist())
+        return (
+            pa.table({"key": keys[:1], "dup_of": keys[-1:], "dup_kind": ["near"]})
+            if len(keys) > 1
+            else group.slice(0, 0)
+            .select(["key"])
+            .append_column("dup_of", pa.array([], pa.string()))
+            .append_column("dup_kind", pa.array([], pa.string()))
+        )
+
+    for cluster in set(marked.column("cluster").to_pylist()):
+        group = marked.filter(pc.equal(marked.column("cluster"), cluster))
+        decided = {d["key"]: d for d in decide_with_copies(group, decide=first_is_near_copy_of_last).to_pylist()}
+        alive = sorted(group.filter(pc.is_null(group.column(EXACT_OF))).column("key").to_pylist())
+        for copy in group.filter(pc.is_valid(group.column(EXACT_OF))).to_pylist():
+            target = alive[-1] if len(alive) > 1 and copy[EXACT_OF] == alive[0] else copy[EXACT_OF]
+            assert decided[copy["key"]]["dup_of"] == target  # a copy of the near copy points past it
+            assert decided[copy["key"]]["dup_kind"] == "exact"

@@ -16,7 +16,7 @@ from curation.config import load_config
 from curation.errors import UserError
 from curation.io.readers import read_image_column
 from curation.io.sources import list_shards
-from curation.job import JobPaths, decisions_table, write_final_shard
+from curation.job import JobPaths, write_final_shard
 from curation.schema import conform, record_schema
 from curation.stages.release import (
     IN_SOURCE,
@@ -133,7 +133,6 @@ def scored_job(tmp_path, images: list[bytes]):
         }
     )
     paths.work.write_bytes(pq_bytes(conform(table, record_schema(16))), paths.scored_name(shard.shard_id))
-    paths.work.write_bytes(pq_bytes(decisions_table([])), "decisions.parquet")
     return shard, paths, source / "00000.parquet"
 
 
