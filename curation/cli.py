@@ -76,6 +76,32 @@ def run(
     _print_funnel(result.manifest, output_url)
 
 
+def _redo_command(phase: str, summary: str):
+    @main.command(phase, help=summary)
+    @click.argument("output_url", metavar="OUTPUT")
+    @click.option(
+        "--set", "overrides", multiple=True, metavar="a.b=VALUE", help="Override a config value (repeatable)."
+    )
+    @click.option("--input", "input_url", default=None, help="The scored input, where it moved (default: the run's).")
+    @click.option("--address", default=None, help="Ray cluster address (else run.address, RAY_ADDRESS or a local Ray).")
+    def redo(output_url: str, overrides: tuple[str, ...], input_url: str | None, address: str | None) -> None:
+        from curation.runner import redo_phases
+
+        overrides = (*overrides, *([f"run.address={address}"] if address else []))
+        result = redo_phases(output_url, overrides, phase, input_url=input_url, log=click.echo)
+        _print_funnel(result.manifest, output_url)
+
+    return redo
+
+
+_redo_command(
+    "dedup",
+    "Deduplicate OUTPUT again from its scored shards (no rescoring), e.g. with --set dedup.semantic_eps=0.1, "
+    "and write it again.",
+)
+_redo_command("write", "Write OUTPUT's kept/ and rejected/ again from its scored shards and last dedup decisions.")
+
+
 @main.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @click.option(

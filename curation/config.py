@@ -5,6 +5,7 @@ Defaults are the embedded demo: a config file may be empty.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -435,12 +436,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise UserError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping of sections (run, model, basic, ...)")
+    return config_from(data, overrides)
+
+
+def config_from(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config from its dict form (a YAML file's, or a stored dump), with `a.b=value` overrides."""
+    data = copy.deepcopy(data)
     for item in overrides:
         _apply_override(data, item)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise UserError(_describe(exc)) from None
+
+
+def changed_settings(before: Config, after: Config) -> list[str]:
+    """The dotted names of the settings that differ (a section's whole name where it is a list)."""
+
+    def flat(data, prefix: str = "") -> dict:
+        if not isinstance(data, dict):
+            return {prefix: data}
+        return {k: v for name, value in data.items() for k, v in flat(value, f"{prefix}{name}.").items()}
+
+    a, b = flat(before.model_dump(mode="json")), flat(after.model_dump(mode="json"))
+    return sorted(name.rstrip(".") for name in set(a) | set(b) if a.get(name) != b.get(name))
 
 
 def _apply_override(data: dict, item: str) -> None:

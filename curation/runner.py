@@ -36,6 +36,7 @@ from curation.phases.dedup import keep_fraction_threshold, run_dedup, task_block
 from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
 from curation.phases.score import score
 from curation.ray_address import check_ray_address
+from curation.workdir import mark_dedup_done
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 if TYPE_CHECKING:
@@ -81,8 +82,7 @@ def _run_job(
         if problem is not None:
             raise problem from None
         raise
-    digest = cfg.digest()
-    done = _completed_manifest(paths, digest, shards)
+    done = _completed_manifest(paths, cfg.digest(), shards)
     if done is not None:
         log(f"{output_url} already holds this job's complete output; nothing to do")
         return JobResult(output_url=output_url, manifest=done, already_complete=True)
@@ -100,7 +100,7 @@ def _run_job(
     if not ray.is_initialized() and cluster_address(cfg):
         check_ray_address(cluster_address(cfg))
     paths.out.remove("_SUCCESS")  # a denied, read-only or full disk: one line (run_job)
-    attempt = check_or_claim_work_dir(paths, digest, shards, info.model_id, rescore=rescore)
+    attempt = check_or_claim_work_dir(paths, cfg, input_url, shards, info.model_id, rescore=rescore)
     plan = StagePlan.build(cfg, info)
     init_ray(cfg)
     timings: dict = {}
@@ -114,13 +114,37 @@ def _run_job(
     stage_seconds = survive_node_loss(lambda: score(_pending(shards, paths), plan, paths, cfg, log, tally), log)
     timings["score_s"] = round(time.time() - t, 3)
     timings["stages"] = stage_seconds
+    run = FinishedRun(cfg, shards, paths, info.model_id, plan, attempt, len(shards) - len(pending))
+    if plan.embed is not None and plan.embed.domain is not None:
+        run.domain = tally.summary()
+    return _finish(run, "dedup", timings, started, log)
 
+
+@dataclass
+class FinishedRun:
+    """What the phases after scoring need: a job whose shards are all scored."""
+
+    cfg: Config
+    shards: list[Shard]
+    paths: JobPaths
+    model_id: str
+    plan: object
+    attempt: int
+    resumed_shards: int
+    domain: dict | None = None
+
+
+def _finish(run: FinishedRun, first_phase: str, timings: dict, started: float, log) -> JobResult:
+    """The phases after scoring, from `first_phase` (dedup, or write: the decisions of the last dedup
+    stay), then the exports, the manifest, the report and _SUCCESS."""
+    cfg, shards, paths = run.cfg, run.shards, run.paths
     clip_threshold = keep_fraction_threshold(shards, paths, cfg)
-
-    t = time.time()
-    n_dups = survive_node_loss(lambda: run_dedup(shards, paths, cfg, plan, clip_threshold), log)
-    log(f"dedup: {n_dups} duplicates found")
-    timings["dedup_s"] = round(time.time() - t, 3)
+    if first_phase == "dedup":
+        t = time.time()
+        n_dups = survive_node_loss(lambda: run_dedup(shards, paths, cfg, run.plan, clip_threshold), log)
+        mark_dedup_done(paths, cfg, n_dups)
+        log(f"dedup: {n_dups} duplicates found")
+        timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
     results = survive_node_loss(lambda: _write(shards, cfg, paths, clip_threshold), log)
@@ -133,15 +157,15 @@ def _run_job(
         log(f"removed {len(removed)} files that were not this job's from kept/ and rejected/ (see the manifest)")
 
     t = time.time()
-    exports = survive_node_loss(lambda: export_formats(cfg, output_url, results, log), log)
+    exports = survive_node_loss(lambda: export_formats(cfg, paths.output_url, results, log), log)
     timings["export_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
-    manifest = job_manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
-    manifest["reject_reasons"] = plan.reject_reasons()
+    manifest = job_manifest(cfg, run.model_id, shards, results, timings, run.attempt, run.resumed_shards)
+    manifest["reject_reasons"] = run.plan.reject_reasons()
     manifest["heads"] = [{"column": h.score_column, "reason": h.reject_reason} for h in cfg.heads]
-    if plan.embed is not None and plan.embed.domain is not None:
-        manifest["domain"] = tally.summary()
+    if run.domain is not None:
+        manifest["domain"] = run.domain
     manifest["clip_threshold"] = {
         "min_score": cfg.clip.min_score,
         "keep_fraction": cfg.clip.keep_fraction,
@@ -152,9 +176,90 @@ def _run_job(
     manifest["removed"] = removed
     manifest["exports"] = exports
     paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
-    _write_report(output_url, log)
+    _write_report(paths.output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
-    return JobResult(output_url=output_url, manifest=manifest)
+    return JobResult(output_url=paths.output_url, manifest=manifest)
+
+
+# Settings the phases after scoring may change without scoring again (`curate dedup`, `curate write`).
+REDO_SETTINGS = {
+    "dedup": ("dedup.", "image_filter.", "clip.keep_fraction", "output.", "run."),
+    "write": ("output.", "run."),
+}
+
+
+def redo_phases(
+    output_url: str,
+    overrides: tuple[str, ...] = (),
+    first_phase: str = "dedup",
+    input_url: str | None = None,
+    log: Callable[[str], None] = print,
+) -> JobResult:
+    """`curate dedup OUTPUT` / `curate write OUTPUT`: the phases from `first_phase` on, again, from the
+    committed scored shards of the run that wrote OUTPUT, with its config and these overrides; gives the
+    bytes a full run with those settings gives. Overrides that would change scoring are refused."""
+    from curation.config import load_config
+
+    work_url = load_config(None, overrides).run.work_dir or f"{output_url.rstrip('/')}/_work"
+    paths = JobPaths(output_url=output_url, work_url=work_url)
+    try:
+        return _redo(paths, overrides, first_phase, input_url, lambda line: log(strip_credentials(line)))
+    except UserError:
+        raise
+    except Exception as exc:
+        problem = storage_problem_in(exc, output_url)
+        if problem is not None:
+            raise problem from None
+        raise
+
+
+def _redo(paths: JobPaths, overrides, first_phase: str, input_url: str | None, log) -> JobResult:
+    from curation.config import changed_settings, config_from
+    from curation.models.info import model_info
+    from curation.models.weights import check_model_files
+    from curation.plan import StagePlan
+    from curation.workdir import adopt_config, check_dedup_done, read_job, scored_with
+
+    started = time.time()
+    job = read_job(paths)
+    cfg = config_from(job["config"], overrides)
+    refused = [
+        s for s in changed_settings(config_from(job["config"]), cfg) if not s.startswith(REDO_SETTINGS[first_phase])
+    ]
+    if refused:
+        raise UserError(
+            f"`curate {first_phase}` cannot change {', '.join(refused)}: that changes scoring; "
+            "use `curate run` with a new --output"
+        )
+    shards = list_shards(input_url or job["input"], cfg.input.format)
+    if [strip_credentials(s.url) for s in shards] != job.get("inputs"):
+        raise UserError(
+            f"the input {strip_credentials(input_url or job['input'])} is not the one scored into "
+            f"{strip_credentials(paths.output_url)}: pass the scored input with --input"
+        )
+    unscored = _pending(shards, paths)
+    if unscored:
+        raise UserError(
+            f"{len(unscored)} of {len(shards)} shards of {strip_credentials(paths.output_url)} are not scored: "
+            "finish the run with `curate run` first"
+        )
+    info = model_info(cfg.model)
+    if job.get("scored_with") != scored_with(info.model_id):
+        raise UserError(
+            f"{strip_credentials(paths.output_url)} was scored by another version or model: "
+            "rerun it with `curate run --rescore`"
+        )
+    if first_phase == "write":
+        check_dedup_done(paths, cfg)
+    check_model_files(cfg)
+    plan = StagePlan.build(cfg, info)
+    init_ray(cfg)
+    paths.out.remove("_SUCCESS")
+    adopt_config(paths, cfg)
+    earlier = read_json(paths.out, "_manifest.json", keys={}) if paths.out.exists("_manifest.json") else None
+    run = FinishedRun(cfg, shards, paths, info.model_id, plan, int(job.get("attempt", 1)), len(shards))
+    run.domain = (earlier or {}).get("domain")
+    return _finish(run, first_phase, {}, started, log)
 
 
 def _write_report(output_url: str, log) -> None:

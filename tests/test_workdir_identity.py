@@ -19,20 +19,23 @@ from curation.models.info import builtin_weights
 from curation.runner import run_job
 
 
+CFG = load_config()
+
+
 def _paths(tmp_path) -> JobPaths:
     return JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "out" / "_work"))
 
 
 def test_a_fresh_work_dir_records_what_it_is_scored_with(small_world, tmp_path):
     paths, shards = _paths(tmp_path), list_shards(str(small_world[0]), "auto")
-    assert workdir.check_or_claim_work_dir(paths, "d1", shards, "arch:w@abc") == 1
+    assert workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc") == 1
     job = json.loads(paths.work.read_bytes("job.json"))
     assert job["scored_with"] == {
         "schema_version": workdir.SCHEMA_VERSION,
         "package_version": "0.1.0",
         "model": "arch:w@abc",
     }
-    assert workdir.check_or_claim_work_dir(paths, "d1", shards, "arch:w@abc") == 2
+    assert workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc") == 2
 
 
 @pytest.mark.parametrize(
@@ -45,32 +48,32 @@ def test_a_fresh_work_dir_records_what_it_is_scored_with(small_world, tmp_path):
 )
 def test_a_resume_scored_with_something_else_is_refused_or_rescored(small_world, tmp_path, earlier, changed):
     paths, shards = _paths(tmp_path), list_shards(str(small_world[0]), "auto")
-    workdir.check_or_claim_work_dir(paths, "d1", shards, "arch:w@abc")
+    workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc")
     job = json.loads(paths.work.read_bytes("job.json"))
     job["scored_with"].update(earlier)
     paths.work.write_bytes(json.dumps(job).encode(), "job.json")
     paths.work.write_bytes(b"stale", "scored", "00000.parquet")
     with pytest.raises(UserError) as refused:
-        workdir.check_or_claim_work_dir(paths, "d1", shards, "arch:w@abc")
+        workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc")
     assert changed in str(refused.value) and "--rescore" in str(refused.value) and "\n" not in str(refused.value)
     assert paths.work.exists("scored", "00000.parquet")
-    workdir.check_or_claim_work_dir(paths, "d1", shards, "arch:w@abc", rescore=True)
+    workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc", rescore=True)
     assert not paths.work.exists("scored", "00000.parquet")
 
 
 def test_a_work_dir_of_the_first_layout_is_refused(small_world, tmp_path):
     paths, shards = _paths(tmp_path), list_shards(str(small_world[0]), "auto")
-    old = {"config_digest": "d1", "inputs": [s.url for s in shards], "attempt": 1}  # before scored_with
+    old = {"config_digest": CFG.digest(), "inputs": [s.url for s in shards], "attempt": 1}  # before scored_with
     paths.work.write_bytes(json.dumps(old).encode(), "job.json")
     with pytest.raises(UserError, match="schema_version"):
-        workdir.check_or_claim_work_dir(paths, "d1", shards, "m")
+        workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "m")
 
 
 def test_an_unreadable_job_file_is_one_line(small_world, tmp_path):
     paths, shards = _paths(tmp_path), list_shards(str(small_world[0]), "auto")
     paths.work.write_bytes(b"{not json", "job.json")
     with pytest.raises(UserError, match="delete"):
-        workdir.check_or_claim_work_dir(paths, "d1", shards, "m")
+        workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "m")
 
 
 @pytest.mark.ray
