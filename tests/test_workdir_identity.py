@@ -18,7 +18,6 @@ from curation.job import JobPaths
 from curation.models.info import builtin_weights
 from curation.runner import run_job
 
-
 CFG = load_config()
 
 
