@@ -395,11 +395,20 @@ def _add_bench_commands() -> None:
     from curation.lab.bench.language import language_command
     from curation.lab.bench.memory import memory_command
     from curation.lab.bench.pipeline import pipeline_command
+    from curation.lab.bench.scale import scale_command
     from curation.lab.convert_head import convert_head_command
     from curation.lab.domain import fit_domain_command
     from curation.lab.train_clip_command import train_clip_command
 
-    for command in (embed_command, pipeline_command, decode_command, memory_command, language_command, faces_command):
+    for command in (
+        embed_command,
+        pipeline_command,
+        decode_command,
+        memory_command,
+        language_command,
+        faces_command,
+        scale_command,
+    ):
         bench.add_command(command)
     for command in (train_clip_command, convert_head_command, fit_domain_command):
         main.add_command(command)

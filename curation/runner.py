@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-import pyarrow as pa
-
 from curation.config import Config
 from curation.errors import UserError
 from curation.execution import cluster_address, init_ray, survive_node_loss, warm_task_workers
@@ -30,11 +28,11 @@ from curation.job import (
     job_manifest,
     read_json,
     remove_stale_outputs,
-    write_final_shard,
 )
-from curation.phases.dedup import keep_fraction_threshold, run_dedup, task_blocks
+from curation.phases.dedup import keep_fraction_threshold, run_dedup
 from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
 from curation.phases.score import score
+from curation.phases.write import write_shards
 from curation.ray_address import check_ray_address
 from curation.workdir import mark_dedup_done
 
@@ -147,7 +145,7 @@ def _finish(run: FinishedRun, first_phase: str, timings: dict, started: float, l
         timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
-    results = survive_node_loss(lambda: _write(shards, cfg, paths, clip_threshold), log)
+    results = survive_node_loss(lambda: write_shards(shards, cfg, paths, clip_threshold), log)
     timings["write_s"] = round(time.time() - t, 3)
     # Nothing writes now: part files of another run and temporaries of failed writes go (listed as removed).
     removed = remove_stale_outputs(paths, shards)
@@ -274,31 +272,6 @@ def _write_report(output_url: str, log) -> None:
 
 def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
     return [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
-
-
-def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
-    def write(batch: pa.Table) -> pa.Table:
-        results = []
-        for row in batch.to_pylist():
-            try:
-                results.append(write_final_shard(Shard(**row), cfg, paths, clip_threshold))
-            except UserError as exc:  # e.g. an input changed since scoring: the driver says it in one line
-                results.append({"user_error": str(exc)})
-            except Exception as exc:  # a full or read-only disk, say: one line too
-                problem = storage_problem_in(exc, paths.output_url)
-                if problem is None:
-                    raise
-                results.append({"user_error": str(problem)})
-        return pa.table({"result": [json.dumps(r) for r in results]})
-
-    items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
-    ds = ray.data.from_items(items, override_num_blocks=task_blocks(len(items)))
-    ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
-    results = [json.loads(row["result"]) for row in ds.iter_rows()]
-    failed = sorted(r["user_error"] for r in results if "user_error" in r)
-    if failed:
-        raise UserError(failed[0])
-    return sorted(results, key=lambda r: r["shard_id"])
 
 
 def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> dict | None:
