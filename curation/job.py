@@ -60,6 +60,10 @@ class JobPaths:
     def scored_name(self, shard_id: str) -> str:
         return f"scored/{shard_id}.parquet"
 
+    def scored_ids(self) -> set[str]:
+        """The shards whose scored file is committed, from one listing of the work dir's scored/."""
+        return {name[: -len(".parquet")] for name in self.work.files("scored") if name.endswith(".parquet")}
+
 
 def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
     for stage in stages:
@@ -249,16 +253,11 @@ def remove_stale_outputs(paths: JobPaths, shards: list[Shard]) -> list[str]:
     Returns the removed paths, relative to the output (the manifest lists them)."""
     out = paths.out
     expected = {final_file(status.value, shard.shard_id) for status in Status for shard in shards}
-    removed: list[str] = []
-    for status in Status:
-        if not out.exists(status.value):
-            continue
-        for path in out.fs.find(out.path(status.value)):
-            relative = posixpath.relpath(path, out.root)
-            if relative not in expected:
-                out.fs.rm(path)
-                removed.append(relative)
-    return sorted(removed)
+    found = [posixpath.relpath(path, out.root) for status in Status for path in out.fs.find(out.path(status.value))]
+    removed = sorted(relative for relative in found if relative not in expected)
+    if removed:
+        out.fs.rm([out.path(relative) for relative in removed])  # one call: a batch delete on object stores
+    return removed
 
 
 def funnel(input_rows: int, shard_results: list[dict]) -> dict:

@@ -168,7 +168,8 @@ def _write_report(output_url: str, log) -> None:
 
 
 def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
-    return [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
+    scored = paths.scored_ids()
+    return [s for s in shards if s.shard_id not in scored]
 
 
 def _write(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:

@@ -74,6 +74,13 @@ class Location:
             self._discard(path)
         return sorted(posixpath.relpath(p, self.root) for p in found)
 
+    def files(self, *parts: str) -> list[str]:
+        """The committed files under a folder (temporaries left out), relative to it, sorted: one listing
+        (an object store pages it), nothing for a folder that is not there."""
+        folder = self.path(*parts)
+        found = (posixpath.relpath(p, folder) for p in self.fs.find(folder))
+        return sorted(p for p in found if not posixpath.basename(p).startswith(TMP_PREFIX))
+
     def remove(self, *parts: str) -> None:
         path = self.path(*parts)
         if self.fs.exists(path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,11 +127,11 @@ def _read(out: Location, path: str, columns: list[str], files: dict[str, str]) -
 
 def _shard_files(out: Location, manifest: dict) -> list[tuple[str | None, str | None]]:
     """(kept part, rejected part) of every shard of the manifest; a part that is absent is None."""
+    present = {status: set(out.files(status)) for status in ("kept", "rejected")}  # one listing each
     pairs = []
     for shard in manifest.get("shards", []):
         name = f"part-{shard['shard_id']}.parquet"
-        pair = tuple(out.path(status, name) if out.exists(status, name) else None for status in ("kept", "rejected"))
-        pairs.append(pair)
+        pairs.append(tuple(out.path(status, name) if name in present[status] else None for status in present))
     return pairs
 
 
@@ -266,8 +267,12 @@ def _cluster_sizes(out: Location) -> np.ndarray | None:
     base = out.path(STATE_DIR, "kept")
     if not out.fs.exists(base):
         return None
-    sizes = []
-    for path in sorted(out.fs.glob(f"{base}/cluster=*.parquet")):
+
+    def rows(path: str) -> int:
         with out.fs.open(path, "rb") as f:
-            sizes.append(pq.read_metadata(f).num_rows)
+            return pq.read_metadata(f).num_rows
+
+    paths = sorted(out.fs.glob(f"{base}/cluster=*.parquet"))
+    with ThreadPoolExecutor(16) as pool:  # side by side: a request each on an object store
+        sizes = list(pool.map(rows, paths))
     return np.array(sizes, dtype=np.int64) if sizes else None
