@@ -125,7 +125,8 @@ class Listing:
                 return size if limit is None else limit
             return min(limit, size)
 
-        return read_ranges(self.fs, paths, [0] * len(paths), [end(p) for p in paths])
+        heads = read_ranges(self.fs, paths, [0] * len(paths), [end(p) for p in paths])
+        return heads if limit is None else [head[:limit] for head in heads]  # a server may ignore the range
 
 
 def list_shards(input_url: str, fmt: str = "auto", storage_options: dict | None = None) -> list[Shard]:
