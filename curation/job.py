@@ -7,7 +7,7 @@ Layout (docs/architecture.md):
   <work>/decisions.parquet            phase 2 output: key -> dup_of, dup_kind
   <out>/kept/part-<shard>.parquet     phase 3 output, rows sorted by key
   <out>/rejected/part-<shard>.parquet
-  <out>/_manifest.json, <out>/_SUCCESS (last)
+  <out>/_manifest_shards.parquet, <out>/_manifest.json, <out>/_SUCCESS (last): curation/manifest.py
 """
 
 from __future__ import annotations
@@ -284,21 +284,19 @@ def versions() -> dict:
     return {"curation": __version__, "python": platform.python_version(), **found}
 
 
-def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
-    by_id = {r["shard_id"]: r for r in results}
-    inputs = [
-        {"shard_id": s.shard_id, "url": strip_credentials(s.url), "format": s.format, "rows": by_id[s.shard_id]["rows"]}
-        for s in shards
-    ]
+def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards, shards_file: dict) -> dict:
+    """The manifest's totals; `shards_file`: what manifest.write_shards says of the per-shard entries."""
+    from curation.manifest import inputs_digest
+
     return {
         "schema_version": SCHEMA_VERSION,
-        "inputs": inputs,
-        "shards": results,
+        "inputs": {"shards": len(shards), "digest": inputs_digest(s.url for s in shards)},
+        "shards_file": shards_file,
         "config": strip_credentials_in(cfg.model_dump(mode="json")),  # e.g. run.address ray://user:pw@head
         "config_digest": cfg.digest(),
         "model_id": model_id,
         "versions": versions(),
-        "funnel": funnel(sum(i["rows"] for i in inputs), results),
+        "funnel": funnel(sum(r["rows"] for r in results), results),
         "resume": {"attempt": attempt, "shards_scored_in_earlier_attempts": resumed_shards},
         "timings": timings,
     }

@@ -32,6 +32,7 @@ from curation.job import (
     remove_stale_outputs,
     write_final_shard,
 )
+from curation.manifest import MANIFEST_FILE, inputs_digest, shards_table, write_shards
 from curation.phases.dedup import keep_fraction_threshold, run_dedup, task_blocks
 from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
 from curation.phases.score import score
@@ -137,7 +138,10 @@ def _run_job(
     timings["export_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
-    manifest = job_manifest(cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending))
+    shards_file = write_shards(paths.out, shards_table(shards, results))
+    manifest = job_manifest(
+        cfg, info.model_id, shards, results, timings, attempt, len(shards) - len(pending), shards_file
+    )
     manifest["reject_reasons"] = plan.reject_reasons()
     manifest["heads"] = [{"column": h.score_column, "reason": h.reject_reason} for h in cfg.heads]
     if plan.embed is not None and plan.embed.domain is not None:
@@ -151,7 +155,7 @@ def _run_job(
     }
     manifest["removed"] = removed
     manifest["exports"] = exports
-    paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
+    paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST_FILE)
     _write_report(output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
     return JobResult(output_url=output_url, manifest=manifest)
@@ -202,16 +206,15 @@ def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> di
         return None
     output = strip_credentials(paths.output_url)
     manifest = (
-        read_json(paths.out, "_manifest.json", keys={"config_digest": str, "inputs": list, "funnel": dict})
-        if paths.out.exists("_manifest.json")
+        read_json(paths.out, MANIFEST_FILE, keys={"config_digest": str, "inputs": dict, "funnel": dict})
+        if paths.out.exists(MANIFEST_FILE)
         else None
     )
-    inputs = manifest and [i.get("url") if isinstance(i, dict) else None for i in manifest["inputs"]]
-    if manifest is None or None in inputs:
+    if manifest is None or not isinstance(manifest["inputs"].get("digest"), str):
         raise UserError(
-            f"{output} holds _SUCCESS but no readable _manifest.json of this tool (another tool's output, or a "
-            "damaged one): choose a new --output, or delete that directory to start over"
+            f"{output} holds _SUCCESS but no readable {MANIFEST_FILE} of this version (another tool's output, an "
+            "earlier version's, or a damaged one): choose a new --output, or delete that directory to start over"
         )
-    if manifest["config_digest"] == digest and inputs == [strip_credentials(s.url) for s in shards]:
+    if manifest["config_digest"] == digest and manifest["inputs"]["digest"] == inputs_digest(s.url for s in shards):
         return manifest
     raise UserError(f"{output} already holds a completed run of another config or inputs: choose a new --output")

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from curation.errors import UserError
 from curation.io.commit import Location
 from curation.io.readers import image_values
+from curation.manifest import MANIFEST_FILE, read_shards
 from curation.schema import Stage
 
 # Float columns that are sizes or positions, not scores a threshold applies to.
@@ -57,14 +58,14 @@ class ReportData:
 
 def load(output_url: str, *, max_rows: int = 4000, per_grid: int = 12, seed: int = 0) -> ReportData:
     out = Location.of(output_url)
-    if not out.exists("_manifest.json"):
-        raise UserError(f"{output_url} holds no _manifest.json: give the --output of a finished `curate run`")
+    if not out.exists(MANIFEST_FILE):
+        raise UserError(f"{output_url} holds no {MANIFEST_FILE}: give the --output of a finished `curate run`")
     try:
-        manifest = json.loads(out.read_bytes("_manifest.json"))
+        manifest = json.loads(out.read_bytes(MANIFEST_FILE))
         manifest["funnel"]["rejected_by_reason"].items()
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(
-            f"{output_url}/_manifest.json is damaged (not this tool's JSON): run the job again to rewrite it"
+            f"{output_url}/{MANIFEST_FILE} is damaged (not this tool's JSON): run the job again to rewrite it"
         ) from None
     shards = _shard_files(out, manifest)
     rng = random.Random(seed)
@@ -129,8 +130,8 @@ def _shard_files(out: Location, manifest: dict) -> list[tuple[str | None, str | 
     """(kept part, rejected part) of every shard of the manifest; a part that is absent is None."""
     present = {status: set(out.files(status)) for status in ("kept", "rejected")}  # one listing each
     pairs = []
-    for shard in manifest.get("shards", []):
-        name = f"part-{shard['shard_id']}.parquet"
+    for shard_id in read_shards(out, manifest, columns=["shard_id"]).column("shard_id").to_pylist():
+        name = f"part-{shard_id}.parquet"
         pairs.append(tuple(out.path(status, name) if name in present[status] else None for status in present))
     return pairs
 
