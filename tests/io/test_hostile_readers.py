@@ -458,6 +458,16 @@ LAYOUTS = {
         "auto",
         "00000.parquet with image bytes beside .*00000.tar",
     ),
+    "image_parquet_beside_a_later_tar": (  # only the first metadata footer is read, and any large one
+        lambda d: (
+            write_tar(d / "00000.tar"),
+            metadata(d / "00000.parquet", status=["success"], error_message=[None]),
+            write_tar(d / "00001.tar"),
+            pq.write_table(pa.table({"jpg": [jpeg(0)] * 4}), d / "00001.parquet"),
+        ),
+        "auto",
+        "00001.parquet with image bytes beside .*00001.tar",
+    ),
     "image_parquet_beside_tar_webdataset": (
         lambda d: (write_tar(d / "00000.tar"), pq.write_table(pa.table({"jpg": [jpeg(0)]}), d / "00000.parquet")),
         "webdataset",
