@@ -70,8 +70,12 @@ class Location:
         if not self.fs.exists(folder):
             return []
         found = [p for p in self.fs.find(folder) if posixpath.basename(p).startswith(TMP_PREFIX)]
-        for path in found:
-            self._discard(path)
+        try:
+            if found:
+                self.fs.rm(found)  # one call: a batch delete on object stores
+        except FileNotFoundError:  # one went meanwhile: the others one by one
+            for path in found:
+                self._discard(path)
         return sorted(posixpath.relpath(p, self.root) for p in found)
 
     def files(self, *parts: str) -> list[str]:
