@@ -14,6 +14,7 @@ from curation import __version__
 from curation.errors import UserError
 from curation.io.sources import Shard
 from curation.io.urls import strip_credentials
+from curation.manifest import inputs_digest
 from curation.schema import SCHEMA_VERSION
 
 JOB_FILE = "job.json"
@@ -27,13 +28,14 @@ def scored_with(model_id: str) -> dict:
 
 def check_or_claim_work_dir(paths, digest: str, shards: list[Shard], model_id: str, *, rescore: bool = False) -> int:
     """Make sure the work dir belongs to this job (same config, same inputs, same code and model);
-    returns the attempt number. The inputs are stored without credentials (io/urls.py)."""
-    inputs = [strip_credentials(s.url) for s in shards]
+    returns the attempt number. The inputs are stored as their count and the digest of their URLs without
+    credentials (manifest.inputs_digest): a few bytes at any number of shards."""
+    inputs = {"shards": len(shards), "digest": inputs_digest(s.url for s in shards)}
     current = scored_with(model_id)
     attempt = 1
     if paths.work.exists(JOB_FILE):
         job = _read_job(paths)
-        if job.get("config_digest") != digest or job.get("inputs") != inputs:
+        if job.get("config_digest") != digest or _inputs_of(job) != inputs:
             raise UserError(
                 f"{strip_credentials(paths.work_url)} holds an unfinished run with another config or inputs: "
                 "use a new --output, or delete that directory to start over"
@@ -51,6 +53,14 @@ def check_or_claim_work_dir(paths, digest: str, shards: list[Shard], model_id: s
     job = {"config_digest": digest, "inputs": inputs, "scored_with": current, "attempt": attempt}
     paths.work.write_bytes(json.dumps(job, indent=2).encode(), JOB_FILE)
     return attempt
+
+
+def _inputs_of(job: dict) -> dict | None:
+    """The inputs a job file records; a work dir of an earlier layout lists their URLs."""
+    inputs = job.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(url, str) for url in inputs):
+        return {"shards": len(inputs), "digest": inputs_digest(inputs)}
+    return inputs if isinstance(inputs, dict) else None
 
 
 def _read_job(paths) -> dict:
