@@ -453,6 +453,11 @@ LAYOUTS = {
         [("00001", "urls")],
     ),
     "a_plain_url_list": (lambda d: metadata(d / "links.parquet"), "auto", [("links", "urls")]),
+    "a_url_list_whose_footer_is_longer_than_the_first_read": (
+        lambda d: metadata(d / "wide.parquet", **{f"extra_{i}": [i] for i in range(1500)}),  # a 300 KB footer
+        "auto",
+        [("wide", "urls")],
+    ),
     "image_parquet_beside_tar": (
         lambda d: (write_tar(d / "00000.tar"), pq.write_table(pa.table({"jpg": [jpeg(0)]}), d / "00000.parquet")),
         "auto",
