@@ -7,7 +7,7 @@ Layout (docs/architecture.md):
   <work>/decisions/<shard>.parquet   phase 2 output, about one shard's rows: key -> dup_of, dup_kind
   <out>/kept/part-<shard>.parquet     phase 3 output, rows sorted by key
   <out>/rejected/part-<shard>.parquet
-  <out>/_manifest.json, <out>/_SUCCESS (last)
+  <out>/_manifest_shards.parquet, <out>/_manifest.json, <out>/_SUCCESS (last): curation/manifest.py
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ class JobPaths:
     def decisions_name(self, shard_id: str) -> str:
         """The dedup decisions about one shard's rows (none decided: no file)."""
         return f"{DECISIONS_DIR}/{shard_id}.parquet"
+
+    def scored_ids(self) -> set[str]:
+        """The shards whose scored file is committed, from one listing of the work dir's scored/."""
+        return {name[: -len(".parquet")] for name in self.work.files("scored") if name.endswith(".parquet")}
 
 
 def run_stages(stages: list[BatchStage], table: pa.Table) -> pa.Table:
@@ -252,16 +256,11 @@ def remove_stale_outputs(paths: JobPaths, shards: list[Shard]) -> list[str]:
     Returns the removed paths, relative to the output (the manifest lists them)."""
     out = paths.out
     expected = {final_file(status.value, shard.shard_id) for status in Status for shard in shards}
-    removed: list[str] = []
-    for status in Status:
-        if not out.exists(status.value):
-            continue
-        for path in out.fs.find(out.path(status.value)):
-            relative = posixpath.relpath(path, out.root)
-            if relative not in expected:
-                out.fs.rm(path)
-                removed.append(relative)
-    return sorted(removed)
+    found = [posixpath.relpath(path, out.root) for status in Status for path in out.fs.find(out.path(status.value))]
+    removed = sorted(relative for relative in found if relative not in expected)
+    if removed:
+        out.fs.rm([out.path(relative) for relative in removed])  # one call: a batch delete on object stores
+    return removed
 
 
 def funnel(input_rows: int, shard_results: list[dict]) -> dict:
@@ -288,21 +287,19 @@ def versions() -> dict:
     return {"curation": __version__, "python": platform.python_version(), **found}
 
 
-def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards) -> dict:
-    by_id = {r["shard_id"]: r for r in results}
-    inputs = [
-        {"shard_id": s.shard_id, "url": strip_credentials(s.url), "format": s.format, "rows": by_id[s.shard_id]["rows"]}
-        for s in shards
-    ]
+def job_manifest(cfg, model_id, shards, results, timings, attempt, resumed_shards, shards_file: dict) -> dict:
+    """The manifest's totals; `shards_file`: what manifest.write_shards says of the per-shard entries."""
+    from curation.manifest import inputs_digest
+
     return {
         "schema_version": SCHEMA_VERSION,
-        "inputs": inputs,
-        "shards": results,
+        "inputs": {"shards": len(shards), "digest": inputs_digest(s.url for s in shards)},
+        "shards_file": shards_file,
         "config": strip_credentials_in(cfg.model_dump(mode="json")),  # e.g. run.address ray://user:pw@head
         "config_digest": cfg.digest(),
         "model_id": model_id,
         "versions": versions(),
-        "funnel": funnel(sum(i["rows"] for i in inputs), results),
+        "funnel": funnel(sum(r["rows"] for r in results), results),
         "resume": {"attempt": attempt, "shards_scored_in_earlier_attempts": resumed_shards},
         "timings": timings,
     }

@@ -29,6 +29,7 @@ from curation.job import (
     read_json,
     remove_stale_outputs,
 )
+from curation.manifest import MANIFEST_FILE, inputs_digest, shards_table, write_shards
 from curation.phases.dedup import keep_fraction_threshold, run_dedup
 from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
 from curation.phases.score import score
@@ -159,7 +160,8 @@ def _finish(run: FinishedRun, first_phase: str, timings: dict, started: float, l
     timings["export_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - started, 3)
 
-    manifest = job_manifest(cfg, run.model_id, shards, results, timings, run.attempt, run.resumed_shards)
+    shards_file = write_shards(paths.out, shards_table(shards, results))
+    manifest = job_manifest(cfg, run.model_id, shards, results, timings, run.attempt, run.resumed_shards, shards_file)
     manifest["reject_reasons"] = run.plan.reject_reasons()
     manifest["heads"] = [{"column": h.score_column, "reason": h.reject_reason} for h in cfg.heads]
     if run.domain is not None:
@@ -173,7 +175,7 @@ def _finish(run: FinishedRun, first_phase: str, timings: dict, started: float, l
     }
     manifest["removed"] = removed
     manifest["exports"] = exports
-    paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), "_manifest.json")
+    paths.out.write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST_FILE)
     _write_report(paths.output_url, log)
     paths.out.write_bytes(b"", "_SUCCESS")
     return JobResult(output_url=paths.output_url, manifest=manifest)
@@ -216,7 +218,7 @@ def _redo(paths: JobPaths, overrides, first_phase: str, input_url: str | None, l
     from curation.models.info import model_info
     from curation.models.weights import check_model_files
     from curation.plan import StagePlan
-    from curation.workdir import adopt_config, check_dedup_done, read_job, scored_with
+    from curation.workdir import adopt_config, check_dedup_done, inputs_of, read_job, recorded_inputs, scored_with
 
     started = time.time()
     job = read_job(paths)
@@ -230,7 +232,7 @@ def _redo(paths: JobPaths, overrides, first_phase: str, input_url: str | None, l
             "use `curate run` with a new --output"
         )
     shards = list_shards(input_url or job["input"], cfg.input.format)
-    if [strip_credentials(s.url) for s in shards] != job.get("inputs"):
+    if inputs_of(shards) != recorded_inputs(job):
         raise UserError(
             f"the input {strip_credentials(input_url or job['input'])} is not the one scored into "
             f"{strip_credentials(paths.output_url)}: pass the scored input with --input"
@@ -254,7 +256,7 @@ def _redo(paths: JobPaths, overrides, first_phase: str, input_url: str | None, l
     init_ray(cfg)
     paths.out.remove("_SUCCESS")
     adopt_config(paths, cfg)
-    earlier = read_json(paths.out, "_manifest.json", keys={}) if paths.out.exists("_manifest.json") else None
+    earlier = read_json(paths.out, MANIFEST_FILE, keys={}) if paths.out.exists(MANIFEST_FILE) else None
     run = FinishedRun(cfg, shards, paths, info.model_id, plan, int(job.get("attempt", 1)), len(shards))
     run.domain = (earlier or {}).get("domain")
     return _finish(run, first_phase, {}, started, log)
@@ -271,7 +273,8 @@ def _write_report(output_url: str, log) -> None:
 
 
 def _pending(shards: list[Shard], paths: JobPaths) -> list[Shard]:
-    return [s for s in shards if not paths.work.exists(paths.scored_name(s.shard_id))]
+    scored = paths.scored_ids()
+    return [s for s in shards if s.shard_id not in scored]
 
 
 def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> dict | None:
@@ -279,16 +282,15 @@ def _completed_manifest(paths: JobPaths, digest: str, shards: list[Shard]) -> di
         return None
     output = strip_credentials(paths.output_url)
     manifest = (
-        read_json(paths.out, "_manifest.json", keys={"config_digest": str, "inputs": list, "funnel": dict})
-        if paths.out.exists("_manifest.json")
+        read_json(paths.out, MANIFEST_FILE, keys={"config_digest": str, "inputs": dict, "funnel": dict})
+        if paths.out.exists(MANIFEST_FILE)
         else None
     )
-    inputs = manifest and [i.get("url") if isinstance(i, dict) else None for i in manifest["inputs"]]
-    if manifest is None or None in inputs:
+    if manifest is None or not isinstance(manifest["inputs"].get("digest"), str):
         raise UserError(
-            f"{output} holds _SUCCESS but no readable _manifest.json of this tool (another tool's output, or a "
-            "damaged one): choose a new --output, or delete that directory to start over"
+            f"{output} holds _SUCCESS but no readable {MANIFEST_FILE} of this version (another tool's output, an "
+            "earlier version's, or a damaged one): choose a new --output, or delete that directory to start over"
         )
-    if manifest["config_digest"] == digest and inputs == [strip_credentials(s.url) for s in shards]:
+    if manifest["config_digest"] == digest and manifest["inputs"]["digest"] == inputs_digest(s.url for s in shards):
         return manifest
     raise UserError(f"{output} already holds a completed run of another config or inputs: choose a new --output")

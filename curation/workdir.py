@@ -14,6 +14,7 @@ from curation import __version__
 from curation.errors import UserError
 from curation.io.sources import Shard
 from curation.io.urls import strip_credentials, strip_credentials_in
+from curation.manifest import inputs_digest
 from curation.schema import SCHEMA_VERSION
 
 JOB_FILE = "job.json"
@@ -29,15 +30,16 @@ def check_or_claim_work_dir(
     paths, cfg, input_url: str, shards: list[Shard], model_id: str, *, rescore: bool = False
 ) -> int:
     """Make sure the work dir belongs to this job (same config, same inputs, same code and model);
-    returns the attempt number. The job file also keeps the config and the input URL, for `curate
-    dedup` and `curate write`. URLs and config are stored without credentials (io/urls.py)."""
+    returns the attempt number. The inputs are stored as their count and the digest of their URLs without
+    credentials (manifest.inputs_digest): a few bytes at any number of shards. The job file also keeps
+    the config and the input URL, for `curate dedup` and `curate write` (without credentials)."""
     digest = cfg.digest()
-    inputs = [strip_credentials(s.url) for s in shards]
+    inputs = inputs_of(shards)
     current = scored_with(model_id)
     attempt = 1
     if paths.work.exists(JOB_FILE):
         job = _read_job(paths)
-        if job.get("config_digest") != digest or job.get("inputs") != inputs:
+        if job.get("config_digest") != digest or recorded_inputs(job) != inputs:
             raise UserError(
                 f"{strip_credentials(paths.work_url)} holds an unfinished run with another config or inputs: "
                 "use a new --output, or delete that directory to start over"
@@ -113,6 +115,18 @@ def check_dedup_done(paths, cfg) -> None:
             f"{strip_credentials(paths.output_url)} holds no dedup decisions of these dedup settings: "
             "run `curate dedup` instead of `curate write`"
         )
+
+
+def inputs_of(shards: list[Shard]) -> dict:
+    return {"shards": len(shards), "digest": inputs_digest(s.url for s in shards)}
+
+
+def recorded_inputs(job: dict) -> dict | None:
+    """The inputs a job file records; a work dir of an earlier layout lists their URLs."""
+    inputs = job.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(url, str) for url in inputs):
+        return {"shards": len(inputs), "digest": inputs_digest(inputs)}
+    return inputs if isinstance(inputs, dict) else None
 
 
 def _read_job(paths) -> dict:

@@ -103,6 +103,9 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self.faults = 0
+        self.log: list[tuple[str, str]] = []  # (method, path and query) of every request
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests in progress at once (reset it to measure)
 
     def should_fail(self) -> bool:
         with self.lock:
@@ -119,6 +122,17 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _forward(self):
+        with self.server.lock:
+            self.server.log.append((self.command, self.path))
+            self.server.in_flight += 1
+            self.server.peak_in_flight = max(self.server.peak_in_flight, self.server.in_flight)
+        try:
+            self._relay()
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def _relay(self):
         body = self._read_body()
         if self.server.should_fail():
             self.send_response(503)

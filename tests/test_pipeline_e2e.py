@@ -91,10 +91,26 @@ def test_output_layout_manifest_and_success(first_run):
     manifest = json.loads((output / "_manifest.json").read_text())
     assert manifest["funnel"] == result.manifest["funnel"]
     assert manifest["model_id"].startswith("curation-tiny:")
-    assert [s["shard_id"] for s in manifest["shards"]] == sorted(truth["shards"])
+    # Totals in the JSON, one row per shard in the Parquet beside it, which its sha256 names.
+    entry = manifest["shards_file"]
+    shards_file = output / entry["name"]
+    assert entry["sha256"] == hashlib.sha256(shards_file.read_bytes()).hexdigest()
+    shards = pq.read_table(shards_file).to_pylist()
+    assert [s["shard_id"] for s in shards] == sorted(truth["shards"]) and entry["rows"] == len(shards)
+    assert manifest["inputs"]["shards"] == len(shards) and "shards" not in manifest
     assert sorted(p.name for p in (output / "kept").iterdir()) == [f"part-{s}.parquet" for s in sorted(truth["shards"])]
-    for shard in manifest["shards"]:
-        assert shard["kept"] == pq.read_metadata(output / "kept" / f"part-{shard['shard_id']}.parquet").num_rows
+    for shard in shards:
+        for status in ("kept", "rejected"):
+            part = output / status / f"part-{shard['shard_id']}.parquet"
+            assert shard[status] == pq.read_metadata(part).num_rows
+            assert shard[f"{status}_sha256"] == hashlib.sha256(part.read_bytes()).hexdigest()
+        assert sum(json.loads(shard["reasons"]).values()) == shard["rejected"]
+        assert shard["url"].endswith(f"{shard['shard_id']}.tar") and shard["format"] == "webdataset"
+    funnel = manifest["funnel"]
+    (rows, kept, rejected) = (
+        duckdb.connect().execute(f"SELECT sum(rows), sum(kept), sum(rejected) FROM '{shards_file}'").fetchone()
+    )
+    assert (rows, kept, rejected) == (funnel["input"], funnel["kept"], funnel["rejected"])
     keys = rows_of(output, "kept").column("key").to_pylist()
     for path in (output / "kept").glob("*.parquet"):
         part = pq.read_table(path, columns=["key"]).column("key").to_pylist()

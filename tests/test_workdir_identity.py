@@ -15,6 +15,7 @@ from curation.config import load_config
 from curation.errors import UserError
 from curation.io.sources import list_shards
 from curation.job import JobPaths
+from curation.manifest import inputs_digest
 from curation.models.info import builtin_weights
 from curation.runner import run_job
 
@@ -35,6 +36,10 @@ def test_a_fresh_work_dir_records_what_it_is_scored_with(small_world, tmp_path):
         "model": "arch:w@abc",
     }
     assert workdir.check_or_claim_work_dir(paths, CFG, "input", shards, "arch:w@abc") == 2
+    # The inputs as their count and digest, not a list of every URL: a few bytes at any number of shards.
+    assert job["inputs"] == {"shards": len(shards), "digest": inputs_digest(s.url for s in shards)}
+    with pytest.raises(UserError, match="another config or inputs"):
+        workdir.check_or_claim_work_dir(paths, CFG, "input", shards[1:], "arch:w@abc")
 
 
 @pytest.mark.parametrize(

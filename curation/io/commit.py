@@ -70,9 +70,20 @@ class Location:
         if not self.fs.exists(folder):
             return []
         found = [p for p in self.fs.find(folder) if posixpath.basename(p).startswith(TMP_PREFIX)]
-        for path in found:
-            self._discard(path)
+        try:
+            if found:
+                self.fs.rm(found)  # one call: a batch delete on object stores
+        except FileNotFoundError:  # one went meanwhile: the others one by one
+            for path in found:
+                self._discard(path)
         return sorted(posixpath.relpath(p, self.root) for p in found)
+
+    def files(self, *parts: str) -> list[str]:
+        """The committed files under a folder (temporaries left out), relative to it, sorted: one listing
+        (an object store pages it), nothing for a folder that is not there."""
+        folder = self.path(*parts)
+        found = (posixpath.relpath(p, folder) for p in self.fs.find(folder))
+        return sorted(p for p in found if not posixpath.basename(p).startswith(TMP_PREFIX))
 
     def remove(self, *parts: str) -> None:
         path = self.path(*parts)

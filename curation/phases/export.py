@@ -39,20 +39,22 @@ def export_output(
     from curation.config import load_config
     from curation.io import sinks
     from curation.io.commit import Location
+    from curation.manifest import MANIFEST_FILE, read_shards
 
     out = Location.of(output_url)
     if not out.exists("_SUCCESS"):
         raise UserError(
             f"{output_url} holds no finished output (no _SUCCESS): point at the --output of a completed run"
         )
-    manifest = json.loads(out.read_bytes("_manifest.json"))
+    manifest = json.loads(out.read_bytes(MANIFEST_FILE))
     run_output = manifest.get("config", {}).get("output", {})
     section = {k: run_output[k] for k in ("shard_rows", "shard_mb", "resize") if k in run_output}
     section.update(overrides or {})
     settings = [f"output.{key}={json.dumps(value)}" for key, value in section.items()]
     cfg = load_config(None, [*settings, *([f"run.address={address}"] if address else [])])
     init_ray(cfg)
-    files, export_settings = sinks.kept_files(manifest["shards"]), sinks.ExportSettings.of(cfg.output)
+    shards = read_shards(out, manifest, columns=["shard_id", "kept"]).to_pylist()
+    files, export_settings = sinks.kept_files(shards), sinks.ExportSettings.of(cfg.output)
     summary = survive_node_loss(
         lambda: sinks.export(output_url, fmt, files, export_settings, map_in_order, to_url), log
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from curation.errors import UserError
 from curation.io.commit import Location
 from curation.io.readers import image_values
+from curation.manifest import MANIFEST_FILE, read_shards
 from curation.schema import Stage
 
 # Float columns that are sizes or positions, not scores a threshold applies to.
@@ -56,14 +58,14 @@ class ReportData:
 
 def load(output_url: str, *, max_rows: int = 4000, per_grid: int = 12, seed: int = 0) -> ReportData:
     out = Location.of(output_url)
-    if not out.exists("_manifest.json"):
-        raise UserError(f"{output_url} holds no _manifest.json: give the --output of a finished `curate run`")
+    if not out.exists(MANIFEST_FILE):
+        raise UserError(f"{output_url} holds no {MANIFEST_FILE}: give the --output of a finished `curate run`")
     try:
-        manifest = json.loads(out.read_bytes("_manifest.json"))
+        manifest = json.loads(out.read_bytes(MANIFEST_FILE))
         manifest["funnel"]["rejected_by_reason"].items()
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(
-            f"{output_url}/_manifest.json is damaged (not this tool's JSON): run the job again to rewrite it"
+            f"{output_url}/{MANIFEST_FILE} is damaged (not this tool's JSON): run the job again to rewrite it"
         ) from None
     shards = _shard_files(out, manifest)
     rng = random.Random(seed)
@@ -126,11 +128,11 @@ def _read(out: Location, path: str, columns: list[str], files: dict[str, str]) -
 
 def _shard_files(out: Location, manifest: dict) -> list[tuple[str | None, str | None]]:
     """(kept part, rejected part) of every shard of the manifest; a part that is absent is None."""
+    present = {status: set(out.files(status)) for status in ("kept", "rejected")}  # one listing each
     pairs = []
-    for shard in manifest.get("shards", []):
-        name = f"part-{shard['shard_id']}.parquet"
-        pair = tuple(out.path(status, name) if out.exists(status, name) else None for status in ("kept", "rejected"))
-        pairs.append(pair)
+    for shard_id in read_shards(out, manifest, columns=["shard_id"]).column("shard_id").to_pylist():
+        name = f"part-{shard_id}.parquet"
+        pairs.append(tuple(out.path(status, name) if name in present[status] else None for status in present))
     return pairs
 
 
@@ -266,8 +268,12 @@ def _cluster_sizes(out: Location) -> np.ndarray | None:
     base = out.path(STATE_DIR, "kept")
     if not out.fs.exists(base):
         return None
-    sizes = []
-    for path in sorted(out.fs.glob(f"{base}/cluster=*.parquet")):
+
+    def rows(path: str) -> int:
         with out.fs.open(path, "rb") as f:
-            sizes.append(pq.read_metadata(f).num_rows)
+            return pq.read_metadata(f).num_rows
+
+    paths = sorted(out.fs.glob(f"{base}/cluster=*.parquet"))
+    with ThreadPoolExecutor(16) as pool:  # side by side: a request each on an object store
+        sizes = list(pool.map(rows, paths))
     return np.array(sizes, dtype=np.int64) if sizes else None

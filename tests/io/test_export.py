@@ -27,9 +27,10 @@ from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer
 from curation.io.readers import image_values, read_shard
 from curation.io.sinks import ExportSettings, KeptFile, export, kept_files
-from curation.io.sources import list_shards
+from curation.io.sources import Shard, list_shards
 from curation.io.tar import MTIME, tar_bytes
 from curation.lab.synth import generate
+from curation.manifest import read_shards, shards_table, write_shards
 from curation.schema import conform, record_schema
 
 DIM = 16
@@ -100,11 +101,22 @@ def write_output(root: Path, rows_per_shard: list[int], seed: int = 0) -> dict[s
         tables[f"kept/part-{shard_id}.parquet"] = table
         data = parquet_buffer(huggingface.with_features(table), row_group_size=5)
         Location.of(str(root)).write_bytes(data, "kept", f"part-{shard_id}.parquet")
-        results.append({"shard_id": shard_id, "kept": n, "rows": n})
-    manifest = {"shards": results, "config": {"output": {"shard_rows": 8}}}
+        results.append({"shard_id": shard_id, "kept": n, "rows": n, "rejected": 0, "reasons": {}})
+        results[-1].update(kept_sha256=hashlib.sha256(data.to_pybytes()).hexdigest(), rejected_sha256="")
+    shards = [
+        Shard(shard_id=r["shard_id"], url=f"file:///in/{r['shard_id']}.tar", format="webdataset") for r in results
+    ]
+    shards_file = write_shards(Location.of(str(root)), shards_table(shards, results))
+    manifest = {"shards_file": shards_file, "config": {"output": {"shard_rows": 8}}}
     (root / "_manifest.json").write_text(json.dumps(manifest))
     (root / "_SUCCESS").write_bytes(b"")
     return tables
+
+
+def results_of(root: Path) -> list[dict]:
+    """The per-shard entries of an output's manifest (its shard file)."""
+    manifest = json.loads((root / "_manifest.json").read_text())
+    return read_shards(Location.of(str(root)), manifest, columns=["shard_id", "kept"]).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +124,7 @@ def output(tmp_path_factory):
     root = tmp_path_factory.mktemp("export") / "out"
     root.mkdir()
     tables = write_output(root, [9, 0, 13, 4])
-    files = kept_files(json.loads((root / "_manifest.json").read_text())["shards"])
+    files = kept_files(results_of(root))
     return root, files, pa.concat_tables(tables[f.name] for f in files)
 
 

@@ -453,10 +453,25 @@ LAYOUTS = {
         [("00001", "urls")],
     ),
     "a_plain_url_list": (lambda d: metadata(d / "links.parquet"), "auto", [("links", "urls")]),
+    "a_url_list_whose_footer_is_longer_than_the_first_read": (
+        lambda d: metadata(d / "wide.parquet", **{f"extra_{i}": [i] for i in range(1500)}),  # a 300 KB footer
+        "auto",
+        [("wide", "urls")],
+    ),
     "image_parquet_beside_tar": (
         lambda d: (write_tar(d / "00000.tar"), pq.write_table(pa.table({"jpg": [jpeg(0)]}), d / "00000.parquet")),
         "auto",
         "00000.parquet with image bytes beside .*00000.tar",
+    ),
+    "image_parquet_beside_a_later_tar": (  # only the first metadata footer is read, and any large one
+        lambda d: (
+            write_tar(d / "00000.tar"),
+            metadata(d / "00000.parquet", status=["success"], error_message=[None]),
+            write_tar(d / "00001.tar"),
+            pq.write_table(pa.table({"jpg": [jpeg(0)] * 4}), d / "00001.parquet"),
+        ),
+        "auto",
+        "00001.parquet with image bytes beside .*00001.tar",
     ),
     "image_parquet_beside_tar_webdataset": (
         lambda d: (write_tar(d / "00000.tar"), pq.write_table(pa.table({"jpg": [jpeg(0)]}), d / "00000.parquet")),

@@ -15,6 +15,9 @@ import pytest
 from PIL import Image
 
 from curation.config import load_config
+from curation.io.commit import Location
+from curation.io.sources import Shard
+from curation.manifest import shards_table, write_shards
 from curation.report import write_report
 from curation.runner import run_job
 
@@ -83,8 +86,11 @@ def _tiny_output(tmp_path, caption: str):
     (tmp_path / "rejected").mkdir()
     pq.write_table(table, tmp_path / "kept" / "part-00000.parquet")
     pq.write_table(table.slice(0, 0), tmp_path / "rejected" / "part-00000.parquet")
+    shard = Shard(shard_id="00000", url="file:///in/00000.tar", format="webdataset")
+    result = {"shard_id": "00000", "rows": 1, "kept": 1, "rejected": 0, "reasons": {}}
+    result.update(kept_sha256="", rejected_sha256="")  # not checked by the report
     manifest = {
-        "shards": [{"shard_id": "00000"}],
+        "shards_file": write_shards(Location.of(str(tmp_path)), shards_table([shard], [result])),
         "funnel": {"input": 1, "kept": 1, "rejected": 0, "rejected_by_reason": {}, "rejected_by_stage": {}},
         "config": load_config(None).model_dump(mode="json"),
         "timings": {"total_s": 1.0},

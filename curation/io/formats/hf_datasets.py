@@ -38,14 +38,14 @@ def detect(listing: Listing) -> list[str]:
     if listing.fmt not in ("auto", NAME):
         return []
     found = []
-    for state in listing.with_suffix(f"/{STATE_FILE}"):
+    states = listing.with_suffix(f"/{STATE_FILE}")
+    for state, data in zip(states, listing.heads(states)):
         folder = posixpath.dirname(state)
         try:
-            with listing.fs.open(state, "rb") as f:
-                files = [entry["filename"] for entry in json.load(f)["_data_files"]]
+            files = [entry["filename"] for entry in json.loads(data)["_data_files"]]
         except (ValueError, KeyError, TypeError):
             continue  # a state.json of something else
-        found += [posixpath.join(folder, name) for name in files if posixpath.join(folder, name) in listing.files]
+        found += [posixpath.join(folder, name) for name in files if listing.has(posixpath.join(folder, name))]
     return found
 
 

@@ -24,6 +24,7 @@ from curation.io.readers import (
     table_samples,
 )
 from curation.io.sources import (
+    HEADER_BYTES,
     URL_LIST_SUFFIXES,
     Listing,
     Shard,
@@ -48,15 +49,16 @@ def detect(listing: Listing) -> list[str]:
             stem = path[: -len(".parquet")]
             if listing.fmt == "parquet":
                 raise UserError(f"input file {path} is a URL list, not input.format=parquet: set input.format to auto")
-            if listing.fmt == "auto" and is_metadata(schema, stem, listing.files):
+            if listing.fmt == "auto" and is_metadata(schema, stem, listing):
                 raise UserError(
                     f"input file {path} is img2dataset metadata but {posixpath.basename(stem)}.tar is missing beside "
                     "it: restore the tar, or set input.format=urls to download the URLs it lists"
                 )
             found.append(path)
     if listing.fmt in ("auto", NAME):
-        for path in listing.with_suffix(*URL_LIST_SUFFIXES):
-            check_url_list_header(listing.fs, path)
+        url_lists = listing.with_suffix(*URL_LIST_SUFFIXES)
+        for path, head in zip(url_lists, listing.heads(url_lists, HEADER_BYTES)):
+            check_url_list_header(path, head)
             found.append(path)
     return found
 
@@ -71,7 +73,7 @@ def _read_csv(shard: Shard, storage_options: dict) -> tuple[list[RawSample], pa.
     """A CSV or TSV URL list with a header line naming a `url` column."""
     data = read_file_bytes(shard, storage_options)
     delimiter = url_list_delimiter(shard.url)
-    names = header_columns(data[: 64 << 10], delimiter)
+    names = header_columns(data[:HEADER_BYTES], delimiter)
     if not names:
         return [damage_row(UNREADABLE_NAME, RejectReason.UNREADABLE_SHARD)], no_images(1)
     bad_lines: list[RawSample] = []

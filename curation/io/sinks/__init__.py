@@ -187,7 +187,8 @@ def sink(name: str):
 
 
 def kept_files(shard_results: list[dict]) -> list[KeptFile]:
-    """The kept/ files of a job, in order, from its per-shard results (the manifest's `shards`)."""
+    """The kept/ files of a job, in order, from its per-shard results (shard_id and kept: rows of the
+    manifest's shard file, curation/manifest.py)."""
     ordered = sorted(shard_results, key=lambda r: r["shard_id"])
     return [KeptFile(name=f"kept/part-{r['shard_id']}.parquet", rows=int(r["kept"])) for r in ordered]
 
