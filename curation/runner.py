@@ -33,7 +33,7 @@ from curation.manifest import MANIFEST_FILE, inputs_digest, shards_table, write_
 from curation.phases.dedup import keep_fraction_threshold, run_dedup
 from curation.phases.export import export_formats, export_output  # noqa: F401 - export_output: curate export
 from curation.phases.score import score
-from curation.phases.write import write_shards
+from curation.phases.write import write_phase
 from curation.ray_address import check_ray_address
 from curation.workdir import mark_dedup_done
 
@@ -146,7 +146,7 @@ def _finish(run: FinishedRun, first_phase: str, timings: dict, started: float, l
         timings["dedup_s"] = round(time.time() - t, 3)
 
     t = time.time()
-    results = survive_node_loss(lambda: write_shards(shards, cfg, paths, clip_threshold), log)
+    results = survive_node_loss(lambda: write_phase(shards, cfg, paths, clip_threshold), log)
     timings["write_s"] = round(time.time() - t, 3)
     # Nothing writes now: part files of another run and temporaries of failed writes go (listed as removed).
     removed = remove_stale_outputs(paths, shards)

@@ -15,7 +15,7 @@ from curation.job import JobPaths, write_final_shard
 from curation.phases.dedup import task_blocks
 
 
-def write_shards(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
+def write_phase(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
     """Phase 3: each scored shard, with the job-wide clip threshold and its own shard's dedup decisions
     applied, becomes its kept/ and rejected/ files (job.write_final_shard), by tasks of a few shards each.
     Returns each shard's result (rows, counts by reason, the files' sha256), sorted by shard."""

@@ -39,7 +39,7 @@ from curation.io.sources import Shard
 from curation.job import JobPaths
 from curation.models.info import model_info
 from curation.phases.dedup import keep_fraction_threshold, run_dedup
-from curation.phases.write import write_shards
+from curation.phases.write import write_phase
 from curation.plan import StagePlan
 
 root, shards, overrides = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -56,7 +56,7 @@ t = time.perf_counter()
 decisions = run_dedup(shards, paths, cfg, plan, threshold)
 seconds["dedup_s"] = time.perf_counter() - t
 t = time.perf_counter()
-results = write_shards(shards, cfg, paths, threshold)
+results = write_phase(shards, cfg, paths, threshold)
 seconds["write_s"] = time.perf_counter() - t
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 kept = sum(r["kept"] for r in results)
