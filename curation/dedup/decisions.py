@@ -112,3 +112,35 @@ def resolve_chains(decisions: pa.Table) -> pa.Table:
         kinds.append(kind)
     resolved = pa.table({"key": keys, "dup_of": dup_of, "dup_kind": kinds}, schema=DECISION_SCHEMA)
     return resolved.append_column("source", sources) if sources is not None else resolved
+
+
+# Chains across clusters: one round of pointer jumping over all decisions, by a shuffle on `node` --
+# each decision is asked about once (node = its dup_of) and answers once (node = its key).
+CHAIN_SCHEMA = SOURCED_DECISION_SCHEMA.append(pa.field("node", pa.string())).append(pa.field("answer", pa.bool_()))
+
+
+def as_chain_rows(decisions: pa.Table) -> pa.Table:
+    """Each decision twice: as a question about its dup_of, and as the answer about its own key."""
+    decisions = decisions.select(SOURCED_DECISION_SCHEMA.names).cast(SOURCED_DECISION_SCHEMA)
+    n = decisions.num_rows
+    asks = decisions.append_column("node", decisions.column("dup_of")).append_column("answer", pa.array([False] * n))
+    answers = decisions.append_column("node", decisions.column("key")).append_column("answer", pa.array([True] * n))
+    return pa.concat_tables([asks, answers]).cast(CHAIN_SCHEMA)
+
+
+def follow_chains(block: pa.Table) -> pa.Table:
+    """For a block holding, for each row a decision names as dup_of, that row's own decision too (a
+    shuffle on `node`): every decision whose dup_of was itself decided points at where that one points
+    (a previous-refresh end makes it a previous-refresh duplicate). Returns the decisions, with `moved`
+    on those that changed; rounds halve every chain, and none is circular (a dup_of always ranks higher)."""
+    asks = block.filter(pc.invert(block.column("answer")))
+    answers = block.filter(block.column("answer"))
+    at = pc.index_in(asks.column("node"), value_set=answers.column("node"))
+    moved = pc.is_valid(at)
+    target = pc.take(answers.column("dup_of"), at)
+    target_kind = pc.take(answers.column("dup_kind"), at)
+    previous = pc.fill_null(pc.equal(target_kind, DupKind.PREVIOUS_REFRESH.value), False)
+    out = asks.select(SOURCED_DECISION_SCHEMA.names)
+    out = set_column(out, "dup_of", pc.if_else(moved, target, asks.column("dup_of")))
+    out = set_column(out, "dup_kind", pc.if_else(previous, target_kind, asks.column("dup_kind")))
+    return out.append_column("moved", moved)

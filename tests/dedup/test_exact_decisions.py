@@ -119,3 +119,35 @@ def test_copies_ride_to_their_survivors_cluster_and_chains_resolve_there():
             target = alive[-1] if len(alive) > 1 and copy[EXACT_OF] == alive[0] else copy[EXACT_OF]
             assert decided[copy["key"]]["dup_of"] == target  # a copy of the near copy points past it
             assert decided[copy["key"]]["dup_kind"] == "exact"
+
+
+def test_rounds_of_follow_chains_give_what_resolve_chains_gives():
+    """Pointer jumping by a shuffle (one block here: every node meets its answer) equals the in-memory
+    resolution, previous-refresh ends included."""
+    import numpy as np
+
+    from curation.dedup.decisions import as_chain_rows, follow_chains, resolve_chains
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = 60
+        rank = rng.permutation(n)  # dup_of always ranks higher: no cycles
+        keys = [f"k{i:03d}" for i in range(n)]
+        rows = []
+        for i in range(n):
+            better = [j for j in range(n) if rank[j] > rank[i]]
+            if better and rng.random() < 0.6:
+                kind = "previous_refresh" if rng.random() < 0.1 else str(rng.choice(["exact", "near", "semantic"]))
+                target = f"old{i}" if kind == "previous_refresh" else keys[int(rng.choice(better))]
+                rows.append({"key": keys[i], "dup_of": target, "dup_kind": kind, "source": "s"})
+        decisions = pa.Table.from_pylist(
+            rows, schema=pa.schema([(c, pa.string()) for c in ("key", "dup_of", "dup_kind", "source")])
+        )
+        expected = sorted(resolve_chains(decisions).to_pylist(), key=lambda r: r["key"])
+        current = decisions
+        for _ in range(10):
+            out = follow_chains(as_chain_rows(current))
+            current = out.drop_columns(["moved"])
+            if not pa.compute.any(out.column("moved")).as_py():
+                break
+        assert sorted(current.to_pylist(), key=lambda r: r["key"]) == expected
