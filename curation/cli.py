@@ -363,6 +363,7 @@ def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
 def _add_bench_commands() -> None:
     """Benchmarks (curation/lab/bench/), and the lab's train-clip, convert-head and fit-domain: defined beside
     their code."""
+    from curation.lab.bench.assign import assign_command
     from curation.lab.bench.decode import decode_command
     from curation.lab.bench.embed import embed_command
     from curation.lab.bench.faces import faces_command
@@ -373,7 +374,15 @@ def _add_bench_commands() -> None:
     from curation.lab.domain import fit_domain_command
     from curation.lab.train_clip_command import train_clip_command
 
-    for command in (embed_command, pipeline_command, decode_command, memory_command, language_command, faces_command):
+    for command in (
+        embed_command,
+        pipeline_command,
+        decode_command,
+        memory_command,
+        language_command,
+        faces_command,
+        assign_command,
+    ):
         bench.add_command(command)
     for command in (train_clip_command, convert_head_command, fit_domain_command):
         main.add_command(command)

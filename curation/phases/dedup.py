@@ -79,12 +79,17 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
 
         centroids = previous_centroids(d.against)
         if centroids is None and plan.embed is not None:
-            rate = min(1.0, d.sample_size / total_rows)
+            k = d.clusters or prepare.default_clusters(
+                total_rows, rows_per_cluster=d.rows_per_cluster, max_clusters=d.max_clusters
+            )
+            rate = prepare.sample_rate(total_rows, clusters=k, sample_size=d.sample_size)
             sample = collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
             sample = pa.concat_tables(sample).sort_by("key") if sample else None
             if sample is not None and sample.num_rows:
-                k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
-                centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
+                k = min(k, max(1, sample.num_rows // prepare.POINTS_PER_CENTROID)) if not d.clusters else k
+                centroids = fit_centroids(
+                    prepare.embeddings(sample, dtype=None), k=min(k, sample.num_rows), seed=d.seed
+                )
         if centroids is not None or plan.embed is None:  # no embedding: no clusters, one group (docs/dedup.md)
             if centroids is not None:
                 write_centroids(paths.out, centroids)
