@@ -106,6 +106,18 @@ def refresh(
     _print_funnel(result.manifest, output_url)
 
 
+@main.command("compact-state")
+@click.argument("output")
+@click.option("--address", default=None, help="Ray cluster address (else RAY_ADDRESS or a local Ray).")
+def compact_state_cmd(output: str, address: str | None) -> None:
+    """Fold the earlier refreshes OUTPUT's dedup state builds on into OUTPUT/_state/, so that they may be
+    deleted (a refresh does it by itself once dedup.state_compact_after earlier outputs pile up)."""
+    from curation.io.urls import strip_credentials
+    from curation.phases.state import compact_state
+
+    compact_state(output, address, log=lambda line: click.echo(strip_credentials(line)))
+
+
 @main.command()
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
 @click.option("--rows", default=2000, show_default=True, type=click.IntRange(min=1))

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from curation.dedup.centroids import IVF_MIN_CLUSTERS, centroid_index
+from curation.dedup.centroids import IVF_MIN_CLUSTERS, CentroidIndex, centroid_index
 from curation.dedup.decisions import empty_decisions
 from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions, quality_array
 from curation.schema import DupKind
@@ -61,20 +61,18 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.
 
 
 def assign_clusters(emb: np.ndarray, centroids: np.ndarray, *, ivf_min_clusters: int = IVF_MIN_CLUSTERS) -> np.ndarray:
-    """Index (int64) of each row's nearest centroid by cosine: exact up to IVF_MIN_CLUSTERS centroids, by an
-    IVF index over them beyond (dedup/centroids.py). A row's length scales all its inner products alike,
-    so the rows are searched as they are (float32), not normalised first."""
+    """Index (int64) of each row's nearest centroid by cosine: exact below IVF_MIN_CLUSTERS centroids, through
+    an inverted file over them beyond (dedup/centroids.py). A row's length scales all its inner products
+    alike, so the rows are searched as they are (float32), not normalised first."""
     index = centroid_index(normalize(centroids), ivf_min_clusters=ivf_min_clusters)
     labels = np.empty(len(emb), dtype=np.int64)
     for start in range(0, len(emb), ASSIGN_BLOCK):
-        block = np.ascontiguousarray(emb[start : start + ASSIGN_BLOCK], dtype=np.float32)
-        _, found = index.search(block, 1)
-        labels[start : start + len(found)] = found[:, 0]
+        found = index.search(np.ascontiguousarray(emb[start : start + ASSIGN_BLOCK], dtype=np.float32))
+        labels[start : start + len(found)] = found
     if (labels < 0).any():  # a row whose probed lists were all empty: search every centroid
         lost = np.flatnonzero(labels < 0)
-        flat = faiss.IndexFlatIP(centroids.shape[1])
-        flat.add(normalize(centroids))
-        labels[lost] = flat.search(np.ascontiguousarray(emb[lost], dtype=np.float32), 1)[1][:, 0]
+        exact = CentroidIndex(index.centroids)
+        labels[lost] = exact.search(np.ascontiguousarray(emb[lost], dtype=np.float32))
     return labels
 
 

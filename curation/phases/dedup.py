@@ -12,6 +12,7 @@ import ray
 from curation.config import Config
 from curation.dedup.decisions import decide_with_sources, resolve_chains
 from curation.dedup.exact import exact_group_decisions
+from curation.dedup.state import state_chain
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard
@@ -71,11 +72,12 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
         )
         tables += collect(exact)
     paths.out.remove("_state")
+    chain = state_chain(d.against)  # the earlier outputs whose _state/kept/ rows this run compares with
     clustered = d.near or d.semantic or bool(d.against) or bool(d.eval_sets)
     if clustered and total_rows:
         from curation.dedup.cluster import ClusterDedup, dedup_cluster
         from curation.dedup.semantic import fit_centroids
-        from curation.dedup.state import previous_centroids, write_centroids
+        from curation.dedup.state import previous_centroids, write_centroids, write_chain
 
         centroids = previous_centroids(d.against)
         if centroids is None and plan.embed is not None:
@@ -93,6 +95,7 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
         if centroids is not None or plan.embed is None:  # no embedding: no clusters, one group (docs/dedup.md)
             if centroids is not None:
                 write_centroids(paths.out, centroids)
+            write_chain(paths.out, chain)
             dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
             settings = ClusterDedup(
                 eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
@@ -104,7 +107,7 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
                 semantic_eps=d.semantic_eps,
                 semantic_text_eps=d.semantic_text_eps,
                 eval_eps=d.eval_eps,
-                against=list(d.against),
+                against=chain,
                 state_url=paths.output_url,
             )
             grouped = rows.map_batches(
@@ -116,7 +119,10 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
                 decide_with_sources, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
             )
             tables += collect(found)
-            _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
+            if len(chain) > d.state_compact_after:
+                from curation.phases.state import fold_state
+
+                fold_state(paths.output_url, chain, len(centroids) if centroids is not None else 1)
     decisions = decisions_table([resolve_chains(pa.concat_tables(tables))] if tables else [])
     paths.work.write_bytes(parquet_bytes(decisions, row_group_size=65536), "decisions.parquet")
     return decisions.num_rows
@@ -178,22 +184,6 @@ def _parquet_rows(paths: JobPaths, path: str) -> int:
 
     with paths.work.fs.open(path, "rb") as f:
         return pq.read_metadata(f).num_rows
-
-
-def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) -> None:
-    """Clusters with no new rows still carry the earlier refreshes' kept rows into this run's state."""
-    from curation.dedup.state import cluster_file, read_cluster_state
-    from curation.io.commit import Location
-
-    if not against:
-        return
-    out = Location.of(paths.output_url)
-    for cluster in range(n_clusters):
-        if out.exists(cluster_file(cluster)):
-            continue
-        previous = read_cluster_state(against, cluster)
-        if previous is not None:
-            out.write_bytes(parquet_bytes(previous.sort_by("key")), cluster_file(cluster))
 
 
 SHARDS_PER_TASK = 16  # at most, in the phases after scoring, once every CPU has two tasks
