@@ -291,6 +291,12 @@ class DedupConfig(_Section):
     sample_size: int = Field(
         100_000, ge=1, description="Rows sampled to fit the k-means centroids, at least (40 per centroid beyond)."
     )
+    ivf_min_clusters: int = Field(
+        16_384,
+        ge=1,
+        description="From this many centroids rows are assigned through an inverted file (faster, some misses: "
+        "docs/dedup.md); keep it the same along a refresh chain.",
+    )
     seed: int = 0
     quality: str = Field("clip_score", description="Column whose highest value is kept in a group.")
     against: list[str] = Field(

@@ -54,16 +54,20 @@ def without_keys(batch: pa.Table, *, keys: pa.Array) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch.column("key"), value_set=keys))) if len(keys) else batch
 
 
-def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None, drop_keys: pa.Array) -> pa.Table:
-    """The rows not decided yet, each with its k-means cluster; without centroids (no embedding, model:
-    none) every row is in cluster 0: one group, compared all against all by pHash."""
+def with_clusters(
+    batch: pa.Table, *, centroids: np.ndarray | None, drop_keys: pa.Array, ivf_min_clusters: int | None = None
+) -> pa.Table:
+    """The rows not decided yet, each with its k-means cluster (searched exactly below `ivf_min_clusters`
+    centroids: dedup/centroids.py); without centroids (no embedding, model: none) every row is in cluster
+    0: one group, compared all against all by pHash."""
+    from curation.dedup.centroids import IVF_MIN_CLUSTERS
     from curation.dedup.semantic import assign_clusters
 
     batch = without_keys(batch, keys=drop_keys)
     if centroids is None or not batch.num_rows:
         clusters = np.zeros(batch.num_rows, np.int64)
     else:
-        clusters = assign_clusters(embeddings(batch), centroids)
+        clusters = assign_clusters(embeddings(batch), centroids, ivf_min_clusters=ivf_min_clusters or IVF_MIN_CLUSTERS)
     return batch.append_column("cluster", pa.array(np.asarray(clusters, dtype=np.int64)))
 
 

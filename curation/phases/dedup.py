@@ -98,7 +98,7 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
             write_chain(paths.out, chain)
             dropped = pa.concat_tables(tables).column("key").combine_chunks() if tables else pa.array([], pa.string())
             settings = ClusterDedup(
-                eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
+                eval_rows=_eval_rows(d.eval_sets, plan, centroids, d.ivf_min_clusters) if d.eval_sets else None,
                 quality=d.quality,
                 near=d.near,
                 near_radius=d.near_radius,
@@ -112,7 +112,7 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
             )
             grouped = rows.map_batches(
                 prepare.with_clusters,
-                fn_kwargs={"centroids": centroids, "drop_keys": dropped},
+                fn_kwargs={"centroids": centroids, "drop_keys": dropped, "ivf_min_clusters": d.ivf_min_clusters},
                 batch_format="pyarrow",
             )
             found = grouped.groupby("cluster", num_partitions=partitions).map_groups(
@@ -161,7 +161,7 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
     return rows.map_batches(image_filter.inside_rows, fn_kwargs=settings, batch_format="pyarrow"), outside
 
 
-def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
+def _eval_rows(eval_sets: list[str], plan, centroids, ivf_min_clusters: int) -> pa.Table | None:
     """The eval sets' images, decoded and embedded like the input (on the driver: eval sets are small)."""
     from curation.dedup.contamination import embed_eval_sets
     from curation.dedup.prepare import embeddings
@@ -172,7 +172,8 @@ def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
     rows = embed_eval_sets(eval_sets, [decode, plan.embed])
     if rows is None or not rows.num_rows:
         return None
-    return rows.append_column("cluster", pa.array(assign_clusters(embeddings(rows), centroids), pa.int64()))
+    clusters = assign_clusters(embeddings(rows), centroids, ivf_min_clusters=ivf_min_clusters)
+    return rows.append_column("cluster", pa.array(clusters, pa.int64()))
 
 
 def collect(ds) -> list[pa.Table]:
