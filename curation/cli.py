@@ -132,6 +132,18 @@ def refresh(
     _print_funnel(result.manifest, output_url)
 
 
+@main.command("compact-state")
+@click.argument("output")
+@click.option("--address", default=None, help="Ray cluster address (else RAY_ADDRESS or a local Ray).")
+def compact_state_cmd(output: str, address: str | None) -> None:
+    """Fold the earlier refreshes OUTPUT's dedup state builds on into OUTPUT/_state/, so that they may be
+    deleted (a refresh does it by itself once dedup.state_compact_after earlier outputs pile up)."""
+    from curation.io.urls import strip_credentials
+    from curation.phases.state import compact_state
+
+    compact_state(output, address, log=lambda line: click.echo(strip_credentials(line)))
+
+
 @main.command()
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
 @click.option("--rows", default=2000, show_default=True, type=click.IntRange(min=1))
@@ -389,6 +401,7 @@ def bench_dedup(n: int, dim: int, scaling: bool, seed: int) -> None:
 def _add_bench_commands() -> None:
     """Benchmarks (curation/lab/bench/), and the lab's train-clip, convert-head and fit-domain: defined beside
     their code."""
+    from curation.lab.bench.assign import assign_command
     from curation.lab.bench.decode import decode_command
     from curation.lab.bench.embed import embed_command
     from curation.lab.bench.faces import faces_command
@@ -408,6 +421,7 @@ def _add_bench_commands() -> None:
         language_command,
         faces_command,
         scale_command,
+        assign_command,
     ):
         bench.add_command(command)
     for command in (train_clip_command, convert_head_command, fit_domain_command):

@@ -282,12 +282,29 @@ class DedupConfig(_Section):
         le=2.0,
         description="...and their captions' text embeddings at cosine >= 1 - this (null: images alone, as SemDeDup).",
     )
-    clusters: int | None = Field(None, ge=1, description="k-means clusters; default grows with the data.")
-    sample_size: int = Field(100_000, ge=1, description="Rows sampled to fit the k-means centroids.")
+    clusters: int | None = Field(
+        None, ge=1, description="k-means clusters (null: rows / rows_per_cluster, at most max_clusters)."
+    )
+    rows_per_cluster: int = Field(2_000, ge=1, description="Rows per k-means cluster the default k aims at.")
+    max_clusters: int = Field(
+        50_000, ge=1, description="Cap of the default k: its fit sample (40 rows a centroid) is read on the driver."
+    )
+    sample_size: int = Field(
+        100_000, ge=1, description="Rows sampled to fit the k-means centroids, at least (40 per centroid beyond)."
+    )
+    ivf_min_clusters: int = Field(
+        16_384,
+        ge=1,
+        description="From this many centroids rows are assigned through an inverted file (faster, some misses: "
+        "docs/dedup.md); keep it the same along a refresh chain.",
+    )
     seed: int = 0
     quality: str = Field("clip_score", description="Column whose highest value is kept in a group.")
     against: list[str] = Field(
         default_factory=list, description="Earlier outputs whose kept rows new rows must not duplicate."
+    )
+    state_compact_after: int = Field(
+        8, ge=1, description="Earlier refreshes a _state/ may build on before a run folds them into one base."
     )
     eval_sets: list[str] = Field(
         default_factory=list,

@@ -3,8 +3,8 @@
 Layout under a refresh root (a directory or object-store prefix):
 
     <root>/2026-10-01/   kept/ rejected/ _state/ _manifest.json _SUCCESS
-    <root>/2026-11-01/   the next refresh: its new rows minus anything kept in 2026-10-01 (and before,
-                         since each run's _state/ carries the earlier ones)
+    <root>/2026-11-01/   the next refresh: its new rows minus anything kept in 2026-10-01 (and before:
+                         each run's _state/ names the earlier outputs it builds on, dedup/state.py)
 
 Earlier outputs are only read. An output without `_SUCCESS` (a run that died) is not a previous
 refresh; running the same date again resumes it.

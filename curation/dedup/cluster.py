@@ -4,8 +4,9 @@ Input: one k-means cluster of rows that survived exact dedup (key, sha256, phash
 txt_emb too with a semantic_text_eps).
 Rows are first compared with the rows kept by earlier refreshes in the same cluster (exact, near,
 semantic: `duplicate_of_previous_refresh`), then with each other (near by pHash, then semantic by
-cosine). The cluster's survivors, plus the earlier kept rows, are written as this run's state for the
-next refresh. Returns the decisions (key, dup_of, dup_kind).
+cosine). The cluster's survivors are written as this run's state for the next refresh (dedup/state.py:
+only this run's rows; the earlier ones stay in the outputs of the chain). Returns the decisions (key,
+dup_of, dup_kind).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ClusterDedup:
     semantic_eps: float = 0.02
     semantic_text_eps: float | None = None  # captions must agree too (see dedup/semantic.py)
     eval_eps: float | None = None  # eval images (no captions to agree): this eps, else semantic_eps
-    against: list[str] = field(default_factory=list)
+    against: list[str] = field(default_factory=list)  # the state chain: outputs whose _state/kept/ rows count
     state_url: str | None = None  # where this run's state goes (the output URL)
     eval_rows: pa.Table | None = None  # eval images (key, sha256, phash, img_emb, cluster)
 
@@ -74,8 +75,8 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
         decided.append(found)
         alive = _without(alive, found)
 
-    if settings.state_url:
-        state = state_rows(alive, previous)
+    if settings.state_url and alive.num_rows:
+        state = state_rows(alive)
         Location.of(settings.state_url).write_bytes(parquet_bytes(state), cluster_file(cluster))
     tables = [t.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA) for t in decided if t.num_rows]
     return pa.concat_tables(tables) if tables else empty_decisions()

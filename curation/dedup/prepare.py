@@ -11,10 +11,12 @@ import pyarrow.compute as pc
 from curation.schema import Status
 
 
-def embeddings(table: pa.Table, column: str = "img_emb") -> np.ndarray:
-    """An embedding column (`img_emb`, or `txt_emb`) as a float32 (rows, dim) array."""
+def embeddings(table: pa.Table, column: str = "img_emb", dtype=np.float32) -> np.ndarray:
+    """An embedding column (`img_emb`, or `txt_emb`) as a (rows, dim) array of `dtype` (None: as stored,
+    float16 in the records, which halves what a large fit sample costs)."""
     column = table.column(column).combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+    values = column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    return values if dtype is None else values.astype(dtype)
 
 
 def text_embeddings(table: pa.Table) -> np.ndarray | None:
@@ -48,18 +50,30 @@ def sample_rows(batch: pa.Table, *, rate: float) -> pa.Table:
     return batch.filter(pa.array(keep, pa.bool_())).select(["key", "img_emb"])
 
 
-def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None) -> pa.Table:
-    """The rows, each with its k-means cluster; without centroids (no embedding, model: none) every row
-    is in cluster 0: one group, compared all against all by pHash."""
+def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None, ivf_min_clusters: int | None = None) -> pa.Table:
+    """The rows, each with its k-means cluster (searched exactly below `ivf_min_clusters`
+    centroids: dedup/centroids.py); without centroids (no embedding, model: none) every row is in cluster
+    0: one group, compared all against all by pHash."""
+    from curation.dedup.centroids import IVF_MIN_CLUSTERS
     from curation.dedup.semantic import assign_clusters
 
     if centroids is None or not batch.num_rows:
         clusters = np.zeros(batch.num_rows, np.int64)
     else:
-        clusters = assign_clusters(embeddings(batch), centroids)
+        clusters = assign_clusters(embeddings(batch), centroids, ivf_min_clusters=ivf_min_clusters or IVF_MIN_CLUSTERS)
     return batch.append_column("cluster", pa.array(np.asarray(clusters, dtype=np.int64)))
 
 
-def default_clusters(total_rows: int, sample_rows: int) -> int:
-    """About 2,000 rows per cluster, and enough sample points per centroid for k-means."""
-    return int(max(1, min(total_rows // 2000, sample_rows // 40)))
+POINTS_PER_CENTROID = 40  # sample rows a centroid is fitted on, at least (FAISS warns below 39)
+
+
+def default_clusters(total_rows: int, *, rows_per_cluster: int = 2_000, max_clusters: int = 50_000) -> int:
+    """k-means clusters for `total_rows` rows: `rows_per_cluster` rows each, at most `max_clusters` (the fit
+    sample, POINTS_PER_CENTROID rows a centroid, is read on the driver: docs/sizing.md)."""
+    return int(max(1, min(total_rows // rows_per_cluster, max_clusters)))
+
+
+def sample_rate(total_rows: int, *, clusters: int, sample_size: int) -> float:
+    """The fraction of rows sampled to fit `clusters` centroids: `sample_size` rows, or POINTS_PER_CENTROID
+    a centroid where that is more."""
+    return min(1.0, max(sample_size, POINTS_PER_CENTROID * clusters) / max(1, total_rows))

@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from curation.dedup.centroids import IVF_MIN_CLUSTERS, CentroidIndex, centroid_index
 from curation.dedup.decisions import empty_decisions
 from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions, quality_array
 from curation.schema import DupKind
@@ -59,15 +60,19 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.
     return normalize(kmeans.centroids)
 
 
-def assign_clusters(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index (int64) of each row's nearest centroid by cosine. A row's length scales all its inner
-    products alike, so the rows are searched as they are (float32), not normalised first."""
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(normalize(centroids))
+def assign_clusters(emb: np.ndarray, centroids: np.ndarray, *, ivf_min_clusters: int = IVF_MIN_CLUSTERS) -> np.ndarray:
+    """Index (int64) of each row's nearest centroid by cosine: exact below IVF_MIN_CLUSTERS centroids, through
+    an inverted file over them beyond (dedup/centroids.py). A row's length scales all its inner products
+    alike, so the rows are searched as they are (float32), not normalised first."""
+    index = centroid_index(normalize(centroids), ivf_min_clusters=ivf_min_clusters)
     labels = np.empty(len(emb), dtype=np.int64)
     for start in range(0, len(emb), ASSIGN_BLOCK):
-        _, found = index.search(np.ascontiguousarray(emb[start : start + ASSIGN_BLOCK], dtype=np.float32), 1)
-        labels[start : start + len(found)] = found[:, 0]
+        found = index.search(np.ascontiguousarray(emb[start : start + ASSIGN_BLOCK], dtype=np.float32))
+        labels[start : start + len(found)] = found
+    if (labels < 0).any():  # a row whose probed lists were all empty: search every centroid
+        lost = np.flatnonzero(labels < 0)
+        exact = CentroidIndex(index.centroids)
+        labels[lost] = exact.search(np.ascontiguousarray(emb[lost], dtype=np.float32))
     return labels
 
 

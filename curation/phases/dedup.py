@@ -11,6 +11,7 @@ import ray
 
 from curation.config import Config
 from curation.dedup.decisions import decide_with_sources
+from curation.dedup.state import state_chain
 from curation.errors import UserError
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard
@@ -122,26 +123,38 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
         rows, outside = _image_filter(rows, total_rows, cfg, plan)
         decided += [outside] if outside is not None else []
     paths.out.remove("_state")
+    chain = state_chain(d.against)  # the earlier outputs whose _state/kept/ rows this run compares with
     clustered = (d.near or d.semantic or bool(d.against) or bool(d.eval_sets)) and total_rows > 0
     centroids = None
     if clustered:
         from curation.dedup.semantic import fit_centroids
-        from curation.dedup.state import previous_centroids, write_centroids
+        from curation.dedup.state import previous_centroids, write_centroids, write_chain
 
         centroids = previous_centroids(d.against)
         if centroids is None and plan.embed is not None:
-            rate = min(1.0, d.sample_size / total_rows)
+            k = d.clusters or prepare.default_clusters(
+                total_rows, rows_per_cluster=d.rows_per_cluster, max_clusters=d.max_clusters
+            )
+            rate = prepare.sample_rate(total_rows, clusters=k, sample_size=d.sample_size)
             sample = collect(rows.map_batches(prepare.sample_rows, fn_kwargs={"rate": rate}, batch_format="pyarrow"))
             sample = pa.concat_tables(sample).sort_by("key") if sample else None
             if sample is not None and sample.num_rows:
-                k = d.clusters or prepare.default_clusters(total_rows, sample.num_rows)
-                centroids = fit_centroids(prepare.embeddings(sample), k=min(k, sample.num_rows), seed=d.seed)
+                k = min(k, max(1, sample.num_rows // prepare.POINTS_PER_CENTROID)) if not d.clusters else k
+                centroids = fit_centroids(
+                    prepare.embeddings(sample, dtype=None), k=min(k, sample.num_rows), seed=d.seed
+                )
         # No embedding (model: none): one cluster, all against all by pHash (docs/dedup.md); no sample: exact only.
         clustered = centroids is not None or plan.embed is None
         if centroids is not None:
             write_centroids(paths.out, centroids)
+        if clustered:
+            write_chain(paths.out, chain)
     if clustered:
-        rows = rows.map_batches(prepare.with_clusters, fn_kwargs={"centroids": centroids}, batch_format="pyarrow")
+        rows = rows.map_batches(
+            prepare.with_clusters,
+            fn_kwargs={"centroids": centroids, "ivf_min_clusters": d.ivf_min_clusters},
+            batch_format="pyarrow",
+        )
     if d.exact and total_rows:
         rows = _by_hash(rows, partitions).map_batches(
             exact_groups,
@@ -156,14 +169,16 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
     if clustered:
         from curation.dedup.cluster import dedup_cluster
 
-        settings = _cluster_settings(cfg, plan, centroids, paths)
+        settings = _cluster_settings(cfg, plan, centroids, paths, chain)
         found = rows.groupby("cluster", num_partitions=partitions).map_groups(
             decide_with_copies, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
         )
         decided.append(found)
     n_decisions = _write_decisions(decided, paths, partitions)
-    if clustered:
-        _carry_previous_state(d.against, paths, len(centroids) if centroids is not None else 1)
+    if clustered and len(chain) > d.state_compact_after:
+        from curation.phases.state import fold_state
+
+        fold_state(paths.output_url, chain, len(centroids) if centroids is not None else 1)
     return n_decisions
 
 
@@ -184,12 +199,12 @@ def _without_copies(batch: pa.Table) -> pa.Table:
     return batch.append_column(EXACT_OF, pa.nulls(batch.num_rows, pa.string()))
 
 
-def _cluster_settings(cfg: Config, plan, centroids, paths: JobPaths):
+def _cluster_settings(cfg: Config, plan, centroids, paths: JobPaths, chain: list[str]):
     from curation.dedup.cluster import ClusterDedup
 
     d = cfg.dedup
     return ClusterDedup(
-        eval_rows=_eval_rows(d.eval_sets, plan, centroids) if d.eval_sets else None,
+        eval_rows=_eval_rows(d.eval_sets, plan, centroids, d.ivf_min_clusters) if d.eval_sets else None,
         quality=d.quality,
         near=d.near,
         near_radius=d.near_radius,
@@ -198,7 +213,7 @@ def _cluster_settings(cfg: Config, plan, centroids, paths: JobPaths):
         semantic_eps=d.semantic_eps,
         semantic_text_eps=d.semantic_text_eps,
         eval_eps=d.eval_eps,
-        against=list(d.against),
+        against=chain,
         state_url=paths.output_url,
     )
 
@@ -261,13 +276,13 @@ def _reference_clusters(reference: list[str], stages: list, centroids, nearest: 
     return image_filter.reference_clusters(embeddings(rows), centroids, nearest=nearest)
 
 
-def _eval_rows(eval_sets: list[str], plan, centroids) -> pa.Table | None:
+def _eval_rows(eval_sets: list[str], plan, centroids, ivf_min_clusters: int) -> pa.Table | None:
     """The eval sets' images, decoded, embedded and assigned to clusters like the input, by a task."""
-    return ray.get(_embedded_eval_rows.remote(eval_sets, _embedding_stages(plan), centroids))
+    return ray.get(_embedded_eval_rows.remote(eval_sets, _embedding_stages(plan), centroids, ivf_min_clusters))
 
 
 @ray.remote(num_cpus=1, max_retries=3)
-def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids) -> pa.Table | None:
+def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids, ivf_min_clusters: int) -> pa.Table | None:
     from curation.dedup.contamination import embed_eval_sets
     from curation.dedup.prepare import embeddings
     from curation.dedup.semantic import assign_clusters
@@ -275,7 +290,8 @@ def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids) -> pa.Tab
     rows = embed_eval_sets(eval_sets, stages)
     if rows is None or not rows.num_rows:
         return None
-    return rows.append_column("cluster", pa.array(assign_clusters(embeddings(rows), centroids), pa.int64()))
+    clusters = assign_clusters(embeddings(rows), centroids, ivf_min_clusters=ivf_min_clusters)
+    return rows.append_column("cluster", pa.array(clusters, pa.int64()))
 
 
 def collect(ds) -> list[pa.Table]:
@@ -287,22 +303,6 @@ def _parquet_rows(paths: JobPaths, path: str) -> int:
 
     with paths.work.fs.open(path, "rb") as f:
         return pq.read_metadata(f).num_rows
-
-
-def _carry_previous_state(against: list[str], paths: JobPaths, n_clusters: int) -> None:
-    """Clusters with no new rows still carry the earlier refreshes' kept rows into this run's state."""
-    from curation.dedup.state import cluster_file, read_cluster_state
-    from curation.io.commit import Location
-
-    if not against:
-        return
-    out = Location.of(paths.output_url)
-    for cluster in range(n_clusters):
-        if out.exists(cluster_file(cluster)):
-            continue
-        previous = read_cluster_state(against, cluster)
-        if previous is not None:
-            out.write_bytes(parquet_bytes(previous.sort_by("key")), cluster_file(cluster))
 
 
 SHARDS_PER_TASK = 16  # at most, in the phases after scoring, once every CPU has two tasks

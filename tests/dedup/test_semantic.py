@@ -139,8 +139,9 @@ def test_captions_that_disagree_keep_look_alike_images_apart():
     assert no_text.column("key").to_pylist() == ["k1", "k3"]
 
 
-def test_the_state_keeps_caption_embeddings_beside_an_older_state_without_them():
-    from curation.dedup.state import state_rows
+def test_the_state_keeps_caption_embeddings_beside_an_older_state_without_them(tmp_path):
+    from curation.dedup.state import cluster_file, compact_clusters, read_cluster_state, state_rows
+    from curation.io.commit import Location, parquet_bytes
 
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float16)), 4)
     older = pa.table({"key": ["a"], "sha256": ["s"], "phash": pa.array([1], pa.uint64()), "img_emb": emb.slice(0, 1)})
@@ -154,7 +155,17 @@ def test_the_state_keeps_caption_embeddings_beside_an_older_state_without_them()
             "clip_score": [0.5],
         }
     )
-    state = state_rows(alive, older)
+    state = state_rows(alive)
     assert state.column_names == ["key", "sha256", "phash", "img_emb", "txt_emb"]
-    assert state.column("key").to_pylist() == ["a", "b"] and state.column("txt_emb").null_count == 1
-    assert state_rows(alive.drop_columns(["txt_emb"]), older).column_names == ["key", "sha256", "phash", "img_emb"]
+    assert state_rows(alive.drop_columns(["txt_emb"])).column_names == ["key", "sha256", "phash", "img_emb"]
+    earlier, this = str(tmp_path / "earlier"), str(tmp_path / "this")
+    Location.of(earlier).write_bytes(parquet_bytes(older), cluster_file(3))
+    Location.of(this).write_bytes(parquet_bytes(state), cluster_file(3))
+    both = read_cluster_state([earlier, this], 3)
+    assert both.column("key").to_pylist() == ["a", "b"] and both.column("txt_emb").null_count == 1
+    # Folded into one base, twice (an interrupted compaction redone): each row once.
+    for _ in range(2):
+        compact_clusters(pa.table({"id": [3, 4]}), output_url=this, chain=[earlier])
+        base = read_cluster_state([this], 3)
+        assert base.column("key").to_pylist() == ["a", "b"] and base.column("txt_emb").null_count == 1
+    assert read_cluster_state([this], 4) is None

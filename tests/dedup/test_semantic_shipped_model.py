@@ -34,7 +34,7 @@ def scored(score_unseen_world):
             emb,
             quality,
             eps=d.semantic_eps,
-            k=default_clusters(len(keys), len(keys)),
+            k=default_clusters(len(keys)),
             seed=0,
             text_emb=text,
             text_eps=text_eps,

@@ -71,8 +71,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def make_planted_embeddings(*, n: int, dim: int, seed: int) -> PlantedEmbeddings:
-    """Generate the benchmark's rows (see the module docstring); seeded, O(n) time, float16 storage."""
+def make_planted_embeddings(
+    *, n: int, dim: int, seed: int, rows_per_component: int = ROWS_PER_COMPONENT
+) -> PlantedEmbeddings:
+    """Generate the benchmark's rows (see the module docstring); seeded, O(n) time, float16 storage. With
+    `rows_per_component` >= n all rows are one Gaussian blob: no structure for an index to use."""
     rng = np.random.default_rng(seed)
     n_copies = int(round(n * COPY_FRACTION)) if n >= 20 else 0
     copies_per_group = rng.integers(1, 4, size=max(1, n_copies))  # 1-3 copies per original
@@ -80,7 +83,7 @@ def make_planted_embeddings(*, n: int, dim: int, seed: int) -> PlantedEmbeddings
     n_copies = int(copies_per_group.sum())
     n_base = n - n_copies
 
-    centres = _unit(rng.standard_normal((max(1, n // ROWS_PER_COMPONENT), dim), dtype=np.float32))
+    centres = _unit(rng.standard_normal((max(1, n // rows_per_component), dim), dtype=np.float32))
     emb = np.empty((n, dim), dtype=np.float16)
     for start in range(0, n_base, BLOCK):
         stop = min(n_base, start + BLOCK)
