@@ -298,6 +298,13 @@ class DedupConfig(_Section):
         description="From this many centroids rows are assigned through an inverted file (faster, some misses: "
         "docs/dedup.md); keep it the same along a refresh chain.",
     )
+    second_cluster_margin: float = Field(
+        0.01,
+        ge=0.0,
+        le=2.0,
+        description="A row this close (cosine) to its second-nearest centroid is also compared with that "
+        "cluster's rows, so copies split by a cluster boundary are found (0: nearest cluster only).",
+    )
     seed: int = 0
     quality: str = Field("clip_score", description="Column whose highest value is kept in a group.")
     against: list[str] = Field(

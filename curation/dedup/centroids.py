@@ -69,6 +69,36 @@ class CentroidIndex:
         return label
 
 
+def two_nearest(index: CentroidIndex, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each float32 row's nearest and second-nearest centroid (int64, -1 where there is none) and the
+    inner products' difference (how close the row is to the boundary between the two)."""
+    if index.lists is None:
+        flat = faiss.IndexFlatIP(index.centroids.shape[1])
+        flat.add(index.centroids)
+        sims, found = flat.search(x, min(2, len(index.centroids)))
+        if found.shape[1] < 2:
+            return found[:, 0], np.full(len(x), -1, np.int64), np.full(len(x), np.inf, np.float32)
+        return found[:, 0], found[:, 1], sims[:, 0] - sims[:, 1]
+    probe = min(IVF_PROBE, index.lists.ntotal)
+    probed = index.lists.search(x, probe)[1].ravel()
+    by_list = np.argsort(probed, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(probed, minlength=index.lists.ntotal))])
+    best = np.full((len(x), 2), -np.inf, np.float32)
+    label = np.full((len(x), 2), -1, np.int64)
+    for lst in range(index.lists.ntotal):
+        ids = index.members[index.bounds[lst] : index.bounds[lst + 1]]
+        rows = by_list[starts[lst] : starts[lst + 1]] // probe
+        if not len(ids) or not len(rows):
+            continue
+        sims = x[rows] @ index.centroids[ids].T
+        merged = np.concatenate([best[rows], sims], axis=1)  # the two best so far, then this list's
+        ids_merged = np.concatenate([label[rows], np.broadcast_to(ids, sims.shape)], axis=1)
+        top = np.argsort(-merged, axis=1, kind="stable")[:, :2]
+        best[rows] = np.take_along_axis(merged, top, axis=1)
+        label[rows] = np.take_along_axis(ids_merged, top, axis=1)
+    return label[:, 0], label[:, 1], best[:, 0] - best[:, 1]
+
+
 def centroid_index(centroids: np.ndarray, *, ivf_min_clusters: int = IVF_MIN_CLUSTERS) -> CentroidIndex:
     """The search over unit-length float32 `centroids`: exact below `ivf_min_clusters`, an inverted file
     above (cached by content, so a task's batches build it once)."""

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from curation.dedup.decisions import DECISION_SCHEMA, empty_decisions
 from curation.dedup.groups import key_strings, nearest_old_decisions, pair_decisions
 from curation.dedup.near import near_pairs, phash_codes, range_pairs
-from curation.dedup.prepare import embeddings, phashes, text_embeddings
+from curation.dedup.prepare import GUEST, embeddings, phashes, text_embeddings
 from curation.dedup.semantic import against_index_decisions, cluster_decisions
 from curation.dedup.state import cluster_file, read_cluster_state, state_rows
 from curation.io.commit import Location, parquet_bytes
@@ -75,6 +75,8 @@ def dedup_cluster(group: pa.Table, *, settings: ClusterDedup) -> pa.Table:
         decided.append(found)
         alive = _without(alive, found)
 
+    if GUEST in alive.column_names:  # a guest's own cluster keeps it in the state
+        alive = alive.filter(pc.invert(alive.column(GUEST)))
     if settings.state_url and alive.num_rows:
         state = state_rows(alive)
         Location.of(settings.state_url).write_bytes(parquet_bytes(state), cluster_file(cluster))

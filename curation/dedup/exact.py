@@ -72,9 +72,15 @@ def decide_with_copies(group: pa.Table, *, decide, **settings) -> pa.Table:
     """For one cluster (`map_groups`): `decide(rows, **settings)` on the rows that are no exact copy, the
     copies that rode along with their survivors (`exact_of`) added, and every chain resolved: all of
     a chain's rows are in this cluster. Decisions with their rows' sources."""
+    from curation.dedup.prepare import GUEST
+
     copies = group.filter(pc.is_valid(group.column(EXACT_OF)))
     rows = group.filter(pc.is_null(group.column(EXACT_OF))).drop_columns([EXACT_OF])
     decided = [copy_decisions(copies)]
     if rows.num_rows:
-        decided.append(with_sources(decide(rows, **settings), rows).cast(SOURCED_DECISION_SCHEMA))
+        found = with_sources(decide(rows, **settings), rows).cast(SOURCED_DECISION_SCHEMA)
+        if GUEST in rows.column_names:  # guests are decided in their own cluster: only compared with here
+            guests = rows.filter(rows.column(GUEST)).column("key")
+            found = found.filter(pc.invert(pc.is_in(found.column("key"), value_set=guests)))
+        decided.append(found)
     return resolve_chains(pa.concat_tables(decided))

@@ -50,18 +50,45 @@ def sample_rows(batch: pa.Table, *, rate: float) -> pa.Table:
     return batch.filter(pa.array(keep, pa.bool_())).select(["key", "img_emb"])
 
 
-def with_clusters(batch: pa.Table, *, centroids: np.ndarray | None, ivf_min_clusters: int | None = None) -> pa.Table:
+SECOND = "second_cluster"  # a row's second-nearest cluster where it is that close to it, else -1
+GUEST = "guest"  # a row in its second cluster: compared with its rows, decided in its own cluster
+
+
+def with_clusters(
+    batch: pa.Table, *, centroids: np.ndarray | None, ivf_min_clusters: int | None = None, margin: float = 0.0
+) -> pa.Table:
     """The rows, each with its k-means cluster (searched exactly below `ivf_min_clusters`
     centroids: dedup/centroids.py); without centroids (no embedding, model: none) every row is in cluster
-    0: one group, compared all against all by pHash."""
+    0: one group, compared all against all by pHash. With a `margin`, also SECOND (see with_guests)."""
     from curation.dedup.centroids import IVF_MIN_CLUSTERS
-    from curation.dedup.semantic import assign_clusters
+    from curation.dedup.semantic import assign_clusters, with_second_clusters
 
+    ivf_min_clusters = ivf_min_clusters or IVF_MIN_CLUSTERS
+    second = np.full(batch.num_rows, -1, np.int64)
     if centroids is None or not batch.num_rows:
         clusters = np.zeros(batch.num_rows, np.int64)
+    elif margin > 0:
+        clusters, second = with_second_clusters(
+            embeddings(batch), centroids, margin=margin, ivf_min_clusters=ivf_min_clusters
+        )
     else:
-        clusters = assign_clusters(embeddings(batch), centroids, ivf_min_clusters=ivf_min_clusters or IVF_MIN_CLUSTERS)
-    return batch.append_column("cluster", pa.array(np.asarray(clusters, dtype=np.int64)))
+        clusters = assign_clusters(embeddings(batch), centroids, ivf_min_clusters=ivf_min_clusters)
+    batch = batch.append_column("cluster", pa.array(np.asarray(clusters, dtype=np.int64)))
+    return batch.append_column(SECOND, pa.array(second, pa.int64())) if margin > 0 else batch
+
+
+def with_guests(batch: pa.Table) -> pa.Table:
+    """The rows (GUEST false), and again as guests in their SECOND cluster those that have one and are no
+    exact copy riding along with their survivor (exact.EXACT_OF)."""
+    from curation.dedup.exact import EXACT_OF
+
+    if SECOND not in batch.column_names:
+        return batch
+    guests = batch.filter(pc.and_(pc.greater_equal(batch.column(SECOND), 0), pc.is_null(batch.column(EXACT_OF))))
+    guests = guests.set_column(guests.column_names.index("cluster"), "cluster", guests.column(SECOND))
+    own = batch.drop_columns([SECOND]).append_column(GUEST, pa.array(np.zeros(batch.num_rows, bool)))
+    guests = guests.drop_columns([SECOND]).append_column(GUEST, pa.array(np.ones(guests.num_rows, bool)))
+    return pa.concat_tables([own, guests])
 
 
 POINTS_PER_CENTROID = 40  # sample rows a centroid is fitted on, at least (FAISS warns below 39)

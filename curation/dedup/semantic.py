@@ -76,6 +76,30 @@ def assign_clusters(emb: np.ndarray, centroids: np.ndarray, *, ivf_min_clusters:
     return labels
 
 
+def with_second_clusters(
+    emb: np.ndarray, centroids: np.ndarray, *, margin: float, ivf_min_clusters: int = IVF_MIN_CLUSTERS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid, and its second-nearest where that is within `margin` (cosine) of the
+    nearest, else -1: a row that close to the boundary is also compared with the rows of that cluster."""
+    from curation.dedup.centroids import two_nearest
+
+    index = centroid_index(normalize(centroids), ivf_min_clusters=ivf_min_clusters)
+    first = np.empty(len(emb), np.int64)
+    second = np.empty(len(emb), np.int64)
+    for start in range(0, len(emb), ASSIGN_BLOCK):
+        rows = emb[start : start + ASSIGN_BLOCK]
+        norms = np.linalg.norm(rows, axis=1)
+        a, b, gap = two_nearest(index, np.ascontiguousarray(rows, dtype=np.float32))
+        near = (b >= 0) & (gap <= margin * np.where(norms > 0, norms, 1))  # the gap scales with the row's length
+        first[start : start + len(rows)] = a
+        second[start : start + len(rows)] = np.where(near, b, -1)
+    if (first < 0).any():  # probed lists all empty: the exact search, no second cluster
+        lost = np.flatnonzero(first < 0)
+        first[lost] = CentroidIndex(index.centroids).search(np.ascontiguousarray(emb[lost], dtype=np.float32))
+        second[lost] = -1
+    return first, second
+
+
 def similar_pairs(emb: np.ndarray, *, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i < j) of rows with cosine >= min_cosine, by blockwise matrix products."""
     x = normalize(emb)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from curation.config import Config
@@ -149,10 +150,11 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
             write_centroids(paths.out, centroids)
         if clustered:
             write_chain(paths.out, chain)
+    margin = d.second_cluster_margin if centroids is not None and len(centroids) > 1 else 0.0
     if clustered:
         rows = rows.map_batches(
             prepare.with_clusters,
-            fn_kwargs={"centroids": centroids, "ivf_min_clusters": d.ivf_min_clusters},
+            fn_kwargs={"centroids": centroids, "ivf_min_clusters": d.ivf_min_clusters, "margin": margin},
             batch_format="pyarrow",
         )
     if d.exact and total_rows:
@@ -170,10 +172,11 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
         from curation.dedup.cluster import dedup_cluster
 
         settings = _cluster_settings(cfg, plan, centroids, paths, chain)
+        rows = rows.map_batches(prepare.with_guests, batch_format="pyarrow")
         found = rows.groupby("cluster", num_partitions=partitions).map_groups(
             decide_with_copies, fn_kwargs={"decide": dedup_cluster, "settings": settings}, batch_format="pyarrow"
         )
-        decided.append(found)
+        decided.append(_follow_chains(found, partitions) if margin > 0 else found)
     n_decisions = _write_decisions(decided, paths, partitions)
     if clustered and len(chain) > d.state_compact_after:
         from curation.phases.state import fold_state
@@ -182,15 +185,43 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
     return n_decisions
 
 
+MAX_CHAIN_ROUNDS = 64  # each round halves every chain; a dup_of always ranks higher, so none is circular
+
+
+def _follow_chains(decisions, partitions: int):
+    """Decisions whose dup_of was decided in another cluster (a guest's own fate) pointed at a kept row,
+    by rounds of pointer jumping over a shuffle of the decisions alone (curation/dedup/decisions.py)."""
+    from curation.dedup.decisions import as_chain_rows, follow_chains
+
+    for _ in range(MAX_CHAIN_ROUNDS):
+        rows = decisions.materialize().map_batches(as_chain_rows, batch_format="pyarrow")
+        followed = _co_located(rows, "node", partitions).map_batches(
+            follow_chains, batch_size=None, batch_format="pyarrow"
+        )
+        followed = followed.materialize()
+        decisions = followed.drop_columns(["moved"])
+        if not int(followed.map_batches(_moved, batch_format="pyarrow").sum("moved") or 0):
+            break
+    return decisions
+
+
+def _moved(batch: pa.Table) -> pa.Table:
+    return pa.table({"moved": [int(pc.sum(batch.column("moved").cast(pa.int64())).as_py() or 0)]})
+
+
 def _by_hash(rows, partitions: int):
-    """The rows shuffled so that each block holds whole groups of equal sha256, as map_groups does it
+    return _co_located(rows, "sha256", partitions)
+
+
+def _co_located(rows, column: str, partitions: int):
+    """The rows shuffled so that each block holds whole groups of equal `column`, as map_groups does it
     (but the block is then handed over whole: one call per block, not one per hash): a hash shuffle,
     or with the sort-based shuffle (curation/execution.py) a sort, whose ranges never split a key."""
     from ray.data.context import ShuffleStrategy
 
     if rows.context.shuffle_strategy in (ShuffleStrategy.HASH_SHUFFLE, ShuffleStrategy.SHUFFLE_V2):
-        return rows.repartition(partitions, keys=["sha256"], sort=True)
-    return rows.sort("sha256")
+        return rows.repartition(partitions, keys=[column], sort=True)
+    return rows.sort(column)
 
 
 def _without_copies(batch: pa.Table) -> pa.Table:
