@@ -58,8 +58,16 @@ def run_job(
     URLs in what it logs and stores carry no credentials (io/urls.py)."""
     work_url = cfg.run.work_dir or f"{output_url.rstrip('/')}/_work"
     check_output_location(input_url, output_url, work_url)  # before anything is read or written
+    clean_log = lambda line: log(strip_credentials(line))  # noqa: E731
+    return _storage_errors_as_one_line(
+        output_url, lambda: _run_job(cfg, input_url, output_url, work_url, clean_log, rescore)
+    )
+
+
+def _storage_errors_as_one_line(output_url: str, run: Callable[[], JobResult]) -> JobResult:
+    """`run()`, a storage error anywhere in it (a denied, read-only or full output) turned into one line."""
     try:
-        return _run_job(cfg, input_url, output_url, work_url, lambda line: log(strip_credentials(line)), rescore)
+        return run()
     except UserError:
         raise
     except Exception as exc:
@@ -202,15 +210,8 @@ def redo_phases(
 
     work_url = load_config(None, overrides).run.work_dir or f"{output_url.rstrip('/')}/_work"
     paths = JobPaths(output_url=output_url, work_url=work_url)
-    try:
-        return _redo(paths, overrides, first_phase, input_url, lambda line: log(strip_credentials(line)))
-    except UserError:
-        raise
-    except Exception as exc:
-        problem = storage_problem_in(exc, output_url)
-        if problem is not None:
-            raise problem from None
-        raise
+    clean_log = lambda line: log(strip_credentials(line))  # noqa: E731
+    return _storage_errors_as_one_line(output_url, lambda: _redo(paths, overrides, first_phase, input_url, clean_log))
 
 
 def _redo(paths: JobPaths, overrides, first_phase: str, input_url: str | None, log) -> JobResult:

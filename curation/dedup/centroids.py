@@ -49,17 +49,9 @@ class CentroidIndex:
             flat = faiss.IndexFlatIP(self.centroids.shape[1])
             flat.add(self.centroids)
             return flat.search(x, 1)[1][:, 0]
-        probe = min(IVF_PROBE, self.lists.ntotal)
-        probed = self.lists.search(x, probe)[1].ravel()  # row r's lists at r*probe ... r*probe+probe-1
-        by_list = np.argsort(probed, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(np.bincount(probed, minlength=self.lists.ntotal))])
         best = np.full(len(x), -np.inf, np.float32)
         label = np.full(len(x), -1, np.int64)
-        for lst in range(self.lists.ntotal):
-            ids = self.members[self.bounds[lst] : self.bounds[lst + 1]]
-            rows = by_list[starts[lst] : starts[lst + 1]] // probe
-            if not len(ids) or not len(rows):
-                continue
+        for ids, rows in self.probed(x):
             sims = x[rows] @ self.centroids[ids].T
             found = np.argmax(sims, axis=1)
             value = sims[np.arange(len(rows)), found]
@@ -67,6 +59,18 @@ class CentroidIndex:
             best[rows[better]] = value[better]
             label[rows[better]] = ids[found[better]]
         return label
+
+    def probed(self, x: np.ndarray):
+        """Per inverted list searched by some row: (its centroid ids, the rows that search it)."""
+        probe = min(IVF_PROBE, self.lists.ntotal)
+        probed = self.lists.search(x, probe)[1].ravel()  # row r's lists at r*probe ... r*probe+probe-1
+        by_list = np.argsort(probed, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(np.bincount(probed, minlength=self.lists.ntotal))])
+        for lst in range(self.lists.ntotal):
+            ids = self.members[self.bounds[lst] : self.bounds[lst + 1]]
+            rows = by_list[starts[lst] : starts[lst + 1]] // probe
+            if len(ids) and len(rows):
+                yield ids, rows
 
 
 def two_nearest(index: CentroidIndex, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,17 +83,9 @@ def two_nearest(index: CentroidIndex, x: np.ndarray) -> tuple[np.ndarray, np.nda
         if found.shape[1] < 2:
             return found[:, 0], np.full(len(x), -1, np.int64), np.full(len(x), np.inf, np.float32)
         return found[:, 0], found[:, 1], sims[:, 0] - sims[:, 1]
-    probe = min(IVF_PROBE, index.lists.ntotal)
-    probed = index.lists.search(x, probe)[1].ravel()
-    by_list = np.argsort(probed, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(np.bincount(probed, minlength=index.lists.ntotal))])
     best = np.full((len(x), 2), -np.inf, np.float32)
     label = np.full((len(x), 2), -1, np.int64)
-    for lst in range(index.lists.ntotal):
-        ids = index.members[index.bounds[lst] : index.bounds[lst + 1]]
-        rows = by_list[starts[lst] : starts[lst + 1]] // probe
-        if not len(ids) or not len(rows):
-            continue
+    for ids, rows in index.probed(x):
         sims = x[rows] @ index.centroids[ids].T
         merged = np.concatenate([best[rows], sims], axis=1)  # the two best so far, then this list's
         ids_merged = np.concatenate([label[rows], np.broadcast_to(ids, sims.shape)], axis=1)
