@@ -82,6 +82,8 @@ def test_refresh_state_is_append_only_and_compaction_keeps_the_decisions(ray_loc
     curate(months[2], folded, f"dedup.against=['{out2}']", "dedup.state_compact_after=1")
     assert decisions(folded) == decisions(out3)
     assert read_chain(Location.of(str(folded))) == []
+    own, base = (sum(f.stat().st_size for f in (out / "_state" / "kept").glob("*.parquet")) for out in (out3, folded))
+    assert own < base * 0.6  # the appended month wrote its third of the rows, not all of them
     everything = sorted(k for out in (out1, out2, out3) for k in kept_keys(out))
     assert state_keys(folded) == everything
 
