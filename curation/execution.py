@@ -126,3 +126,52 @@ def init_ray(cfg: Config) -> None:
 
 def cluster_address(cfg: Config) -> str | None:
     return cfg.run.address or os.environ.get("RAY_ADDRESS")
+
+
+# ---- scheduling the phases after scoring ---------------------------------------------------------
+
+SHARDS_PER_TASK = 16  # at most, in the phases after scoring, once every CPU has two tasks
+
+
+def task_blocks(n_shards: int) -> int:
+    """Blocks (one task each, its shards handled one after another) for a phase that reads or writes
+    whole shards: two per CPU of the cluster, so that the tasks even out, never more than one per shard,
+    and more where a task would hold over SHARDS_PER_TASK shards (a retried task redoes them all). A
+    task per shard would pay Ray's gap between tasks (~0.15 s on the 2-core box) for every shard."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(n_shards, max(2 * cpus, -(-n_shards // SHARDS_PER_TASK))))
+
+
+ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (docs/sizing.md)
+
+
+def partition_count(n_shards: int, total_rows: int = 0) -> int:
+    """Groupby partitions: one per shard up to 512, and more for large jobs, so that no task holds
+    much more than ROWS_PER_PARTITION rows of the dedup columns."""
+    return max(2, min(n_shards, 512), -(-total_rows // ROWS_PER_PARTITION))
+
+
+def over_items(items: list[dict], fn, **map_args):
+    """A dataset of `fn` applied to `items` (one dict each, e.g. a shard's file name) by task_blocks tasks,
+    each handed its whole block as an Arrow table."""
+    ds = ray.data.from_items(items, override_num_blocks=task_blocks(len(items)))
+    return ds.map_batches(fn, batch_size=None, batch_format="pyarrow", **map_args)
+
+
+def co_located(rows, column: str, partitions: int):
+    """The rows shuffled so that each block holds whole groups of equal `column`, as map_groups does it
+    (but the block is then handed over whole: one call per block, not one per value): a hash shuffle,
+    or with the sort-based shuffle (init_ray) a sort, whose ranges never split a value."""
+    if rows.context.shuffle_strategy in (ShuffleStrategy.HASH_SHUFFLE, ShuffleStrategy.SHUFFLE_V2):
+        return rows.repartition(partitions, keys=[column], sort=True)
+    return rows.sort(column)
+
+
+def collect(ds) -> list:
+    """A small dataset's non-empty Arrow tables, on the driver (a sample, a histogram: never rows' data)."""
+    return [t for t in (ray.get(ref) for ref in ds.to_arrow_refs()) if t.num_rows]
+
+
+def in_task(fn, *args):
+    """`fn(*args)` in a one-CPU task (retried where its node dies), its result on the driver."""
+    return ray.get(ray.remote(num_cpus=1, max_retries=3)(fn).remote(*args))

@@ -171,8 +171,8 @@ def test_actor_with_post_stages_commits_its_shard_and_returns_the_summary(small_
 
 @pytest.mark.ray
 def test_phases_after_scoring_give_each_task_several_shards(ray_local):
-    from curation.phases.dedup import SHARDS_PER_TASK
-    from curation.phases.dedup import task_blocks as _task_blocks
+    from curation.execution import SHARDS_PER_TASK
+    from curation.execution import task_blocks as _task_blocks
 
     cpus = int(ray_local.cluster_resources()["CPU"])
     assert cpus == 2

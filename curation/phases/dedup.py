@@ -1,6 +1,7 @@
-"""Phase 2 on Ray Data: the job-wide clip_score threshold (keep_fraction), then exact dedup by hash and
+"""Phase 2: the job-wide clip_score threshold (keep_fraction), then exact dedup by hash and
 near/semantic/previous-refresh/eval dedup per k-means cluster, over only the small columns of the scored
-shards. What each group decides is Ray-free (curation/dedup/); this module schedules it."""
+shards. What each group decides is in curation/dedup/; this module says which datasets flow where, and
+curation/execution.py how they run on Ray (it imports no Ray itself)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from curation.config import Config
 from curation.dedup.decisions import decide_with_sources
 from curation.dedup.state import state_chain
 from curation.errors import UserError
+from curation.execution import co_located, collect, in_task, over_items, partition_count
 from curation.io.commit import parquet_bytes
 from curation.io.sources import Shard
 from curation.job import DECISIONS_DIR, JobPaths
@@ -49,8 +50,7 @@ def _summed_histogram(shards: list[Shard], paths: JobPaths, bucket: int | None) 
             total.update(_shard_histogram(work, name, bucket))
         return pa.table({"bucket": list(total), "count": list(total.values())}, schema=HISTOGRAM_SCHEMA)
 
-    ds = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
-    summed = ds.map_batches(histograms, batch_size=None, batch_format="pyarrow").groupby("bucket").sum("count")
+    summed = over_items(names, histograms).groupby("bucket").sum("count")
     return {row["bucket"]: row["sum(count)"] for row in summed.iter_rows()}
 
 
@@ -88,8 +88,7 @@ def scored_rows(shards: list[Shard], paths: JobPaths) -> int:
         return pa.table({"rows": pa.array(counts, pa.int64())})
 
     names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
-    ds = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
-    return int(ds.map_batches(rows, batch_size=None, batch_format="pyarrow").sum("rows") or 0)
+    return int(over_items(names, rows).sum("rows") or 0)
 
 
 def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_threshold: float | None = None) -> int:
@@ -116,8 +115,7 @@ def run_dedup(shards: list[Shard], paths: JobPaths, cfg: Config, plan, clip_thre
         return pa.concat_tables(kept)
 
     names = [{"name": paths.scored_name(s.shard_id)} for s in shards]
-    rows = ray.data.from_items(names, override_num_blocks=task_blocks(len(names)))
-    rows = rows.map_batches(read_small_columns, batch_size=None, batch_format="pyarrow")
+    rows = over_items(names, read_small_columns)
     partitions = partition_count(len(shards), total_rows)
     decided = []  # datasets of decisions (SOURCED_DECISION_SCHEMA)
     if cfg.image_filter.reference and total_rows:
@@ -195,7 +193,7 @@ def _follow_chains(decisions, partitions: int):
 
     for _ in range(MAX_CHAIN_ROUNDS):
         rows = decisions.materialize().map_batches(as_chain_rows, batch_format="pyarrow")
-        followed = _co_located(rows, "node", partitions).map_batches(
+        followed = co_located(rows, "node", partitions).map_batches(
             follow_chains, batch_size=None, batch_format="pyarrow"
         )
         followed = followed.materialize()
@@ -210,18 +208,7 @@ def _moved(batch: pa.Table) -> pa.Table:
 
 
 def _by_hash(rows, partitions: int):
-    return _co_located(rows, "sha256", partitions)
-
-
-def _co_located(rows, column: str, partitions: int):
-    """The rows shuffled so that each block holds whole groups of equal `column`, as map_groups does it
-    (but the block is then handed over whole: one call per block, not one per hash): a hash shuffle,
-    or with the sort-based shuffle (curation/execution.py) a sort, whose ranges never split a key."""
-    from ray.data.context import ShuffleStrategy
-
-    if rows.context.shuffle_strategy in (ShuffleStrategy.HASH_SHUFFLE, ShuffleStrategy.SHUFFLE_V2):
-        return rows.repartition(partitions, keys=[column], sort=True)
-    return rows.sort(column)
+    return co_located(rows, "sha256", partitions)
 
 
 def _without_copies(batch: pa.Table) -> pa.Table:
@@ -278,7 +265,7 @@ def _image_filter(rows, total_rows: int, cfg: Config, plan) -> tuple:
     if not sample:
         return rows, None
     centroids = fit_centroids(prepare.embeddings(pa.concat_tables(sample).sort_by("key")), k=f.clusters, seed=f.seed)
-    allowed = ray.get(_reference_clusters.remote(f.reference, _embedding_stages(plan), centroids, f.nearest))
+    allowed = in_task(_reference_clusters, f.reference, _embedding_stages(plan), centroids, f.nearest)
     settings = {"centroids": centroids, "allowed": allowed}
     outside = rows.map_batches(
         decide_with_sources, fn_kwargs={"decide": image_filter.outside_decisions, **settings}, batch_format="pyarrow"
@@ -292,7 +279,6 @@ def _embedding_stages(plan) -> list:
     return [next(s for s in plan.cpu if isinstance(s, DecodeStage)), plan.embed]
 
 
-@ray.remote(num_cpus=1, max_retries=3)
 def _reference_clusters(reference: list[str], stages: list, centroids, nearest: int):
     """The clusters near image_filter.reference's images, read, decoded and embedded here, in a task."""
     from curation.dedup import image_filter
@@ -309,10 +295,9 @@ def _reference_clusters(reference: list[str], stages: list, centroids, nearest: 
 
 def _eval_rows(eval_sets: list[str], plan, centroids, ivf_min_clusters: int) -> pa.Table | None:
     """The eval sets' images, decoded, embedded and assigned to clusters like the input, by a task."""
-    return ray.get(_embedded_eval_rows.remote(eval_sets, _embedding_stages(plan), centroids, ivf_min_clusters))
+    return in_task(_embedded_eval_rows, eval_sets, _embedding_stages(plan), centroids, ivf_min_clusters)
 
 
-@ray.remote(num_cpus=1, max_retries=3)
 def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids, ivf_min_clusters: int) -> pa.Table | None:
     from curation.dedup.contamination import embed_eval_sets
     from curation.dedup.prepare import embeddings
@@ -325,33 +310,8 @@ def _embedded_eval_rows(eval_sets: list[str], stages: list, centroids, ivf_min_c
     return rows.append_column("cluster", pa.array(clusters, pa.int64()))
 
 
-def collect(ds) -> list[pa.Table]:
-    return [t for t in (ray.get(ref) for ref in ds.to_arrow_refs()) if t.num_rows]
-
-
 def _parquet_rows(paths: JobPaths, path: str) -> int:
     import pyarrow.parquet as pq
 
     with paths.work.fs.open(path, "rb") as f:
         return pq.read_metadata(f).num_rows
-
-
-SHARDS_PER_TASK = 16  # at most, in the phases after scoring, once every CPU has two tasks
-
-
-def task_blocks(n_shards: int) -> int:
-    """Blocks (one task each, its shards handled one after another) for a phase that reads or writes
-    whole shards: two per CPU of the cluster, so that the tasks even out, never more than one per shard,
-    and more where a task would hold over SHARDS_PER_TASK shards (a retried task redoes them all). A
-    task per shard would pay Ray's gap between tasks (~0.15 s on the 2-core box) for every shard."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(n_shards, max(2 * cpus, -(-n_shards // SHARDS_PER_TASK))))
-
-
-ROWS_PER_PARTITION = 1_000_000  # dedup columns ~1.1 KiB a row: ~1-2 GiB per groupby task (docs/sizing.md)
-
-
-def partition_count(n_shards: int, total_rows: int = 0) -> int:
-    """Groupby partitions: one per shard up to 512, and more for large jobs, so that no task holds
-    much more than ROWS_PER_PARTITION rows of the dedup columns."""
-    return max(2, min(n_shards, 512), -(-total_rows // ROWS_PER_PARTITION))

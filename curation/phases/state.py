@@ -18,7 +18,7 @@ def fold_state(output_url: str, chain: list[str], clusters: int) -> int:
     """Fold `chain`'s kept rows into `output_url`'s _state/kept/, cluster by cluster in tasks, then mark the
     state a base (its chain.json last: an interrupted fold leaves the chain in place and is redone).
     Returns the rows of the base."""
-    from curation.phases.dedup import task_blocks
+    from curation.execution import task_blocks
 
     ids = ray.data.range(clusters, override_num_blocks=task_blocks(clusters))
     folded = ids.map_batches(

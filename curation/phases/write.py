@@ -1,18 +1,18 @@
-"""Phase 3 on Ray Data: the scored shards, with the dedup decisions, become kept/ and rejected/."""
+"""Phase 3: the scored shards, with the dedup decisions, become kept/ and rejected/ (scheduled through
+curation/execution.py: no Ray import here)."""
 
 from __future__ import annotations
 
 import json
 
 import pyarrow as pa
-import ray
 
 from curation.config import Config
 from curation.errors import UserError
+from curation.execution import over_items
 from curation.io.sources import Shard
 from curation.io.storage import storage_problem_in
 from curation.job import JobPaths, write_final_shard
-from curation.phases.dedup import task_blocks
 
 
 def write_phase(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshold: float | None) -> list[dict]:
@@ -35,8 +35,7 @@ def write_phase(shards: list[Shard], cfg: Config, paths: JobPaths, clip_threshol
         return pa.table({"result": [json.dumps(r) for r in results]})
 
     items = [{"shard_id": s.shard_id, "url": s.url, "format": s.format} for s in shards]
-    ds = ray.data.from_items(items, override_num_blocks=task_blocks(len(items)))
-    ds = ds.map_batches(write, batch_size=None, batch_format="pyarrow", num_cpus=1)
+    ds = over_items(items, write, num_cpus=1)
     results = [json.loads(row["result"]) for row in ds.iter_rows()]
     failed = sorted(r["user_error"] for r in results if "user_error" in r)
     if failed:
