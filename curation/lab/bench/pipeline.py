@@ -7,17 +7,17 @@ embedding actors, the commit of scored shards, dedup and the final write all cou
 
 The bare loop runs in this one process, shard after shard: it reads the shard's Parquet, decodes each
 image with the job's decoder and embeds image and caption with the same model and batch size, then writes
-what the job writes for it (kept/ and rejected/ Parquet: key, caption, url, image as Hugging Face's
-struct, size, sha256, embeddings, clip_score, status; rejected rows without their image bytes, as
-output.rejected_images defaults) — no Ray, no heads, no dedup. Two figures come from it:
+what the job wrote for it (kept/ and rejected/ Parquet: key, caption, url, image as Hugging Face's
+struct, size, sha256, embeddings, clip_score, status; the rows the job kept with their image bytes, the
+others without, as output.rejected_images defaults) — no Ray, no heads, no dedup. Two figures come from it:
 
 - bare decode+forward: img/s over the seconds spent decoding and embedding alone (the old bare loop);
 - bare decode+forward+write: img/s over the whole loop, reading and writing included.
 
 So `job / bare` is what the pipeline costs over the model's own work, and `job / bare+write` what it costs
 over the model's work plus the output I/O any job must do. On a shared machine other processes slow one
-side more than the other: `--rounds` runs bare, job, bare, job, ... interleaved and reports the median
-of each side (the ratios are of the medians). The write phase's share is its seconds (the manifest's
+side more than the other: `--rounds` runs job, bare, job, bare, ... interleaved (each bare loop writes
+the split of the job before it) and reports the median of each side (the ratios are of the medians). The write phase's share is its seconds (the manifest's
 `write_s`) over the seconds of the median job. The per-stage time split of the score phase comes from the job's manifest.
 """
 
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import click
+import pyarrow.parquet as pq
 
 from curation.allocator import tune_this_process
 from curation.lab.bench.common import json_line, web_jpegs, write_parquet_shards
@@ -89,9 +90,9 @@ class BareLoop:
         step = self.cfg.model.batch_size
         self.embed(list(images[:step]), ["a photo"] * min(step, len(images)))
 
-    def run(self, input_dir: Path, output_dir: Path | None) -> dict:
+    def run(self, input_dir: Path, output_dir: Path | None, kept: set[str] | None = None) -> dict:
         """One pass over the input shards; seconds decoding+embedding and in all (with the write when
-        `output_dir` is given)."""
+        `output_dir` is given: the rows of `kept` keys kept, the others rejected)."""
         import pyarrow.parquet as pq
 
         compute = 0.0
@@ -105,10 +106,10 @@ class BareLoop:
             compute += time.perf_counter() - start
             rows += len(images)
             if output_dir is not None:
-                self.write(output_dir, path.stem, table, decoded, img, txt)
+                self.write(output_dir, path.stem, table, decoded, img, txt, kept)
         return {"rows": rows, "compute_s": compute, "total_s": time.perf_counter() - started}
 
-    def write(self, output_dir: Path, shard: str, table, decoded, img, txt) -> None:
+    def write(self, output_dir: Path, shard: str, table, decoded, img, txt, kept_keys: set[str] | None) -> None:
         """kept/ and rejected/ of one shard, as the job writes them (curation/job.py: write_final_shard)."""
         import numpy as np
         import pyarrow as pa
@@ -132,12 +133,12 @@ class BareLoop:
             flat = pa.array(full.reshape(-1), pa.float16())
             return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~ok))
 
-        minimum = self.cfg.clip.min_score
-        kept = ok & (scores >= minimum if minimum is not None else True)
+        keys = pc.binary_join_element_wise(pa.scalar(f"{shard}/"), table.column("key"), pa.scalar(""))
+        kept = ok if kept_keys is None else np.array([k in kept_keys for k in keys.to_pylist()])
         images = table.column("jpg")
         out = pa.table(
             {
-                "key": pc.binary_join_element_wise(pa.scalar(f"{shard}/"), table.column("key"), pa.scalar("")),
+                "key": keys,
                 "source": [shard] * n,
                 "url": table.column("url"),
                 "caption": table.column("caption"),
@@ -175,21 +176,22 @@ def run_pipeline_bench(
         bare.warm_up(images)
         start_ray(cfg)
         for round_ in range(rounds):
-            shutil.rmtree(work / "bare", ignore_errors=True)
-            figures = bare.run(work / "input", work / "bare")
-            bare_runs.append({"img_s": n / figures["compute_s"], "write_img_s": n / figures["total_s"], **figures})
             output = work / f"output-{round_}"
             start = time.perf_counter()
             result = run_job(cfg, str(work / "input"), str(output), log=lambda line: None)
             seconds = time.perf_counter() - start
             timings = result.manifest["timings"]
             job_runs.append({"img_s": n / seconds, "seconds": seconds, "timings": timings, "result": result})
+            kept = set(pq.read_table(output / "kept", columns=["key"]).column("key").to_pylist())
             shutil.rmtree(output, ignore_errors=True)
+            shutil.rmtree(work / "bare", ignore_errors=True)
+            figures = bare.run(work / "input", work / "bare", kept)
+            bare_runs.append({"img_s": n / figures["compute_s"], "write_img_s": n / figures["total_s"], **figures})
             if log is not None:
+                job_s, bare_s, both_s = job_runs[-1]["img_s"], bare_runs[-1]["img_s"], bare_runs[-1]["write_img_s"]
                 log(
-                    f"  round {round_ + 1}: bare {bare_runs[-1]['img_s']:.1f} img/s, bare+write "
-                    f"{bare_runs[-1]['write_img_s']:.1f} img/s, job {job_runs[-1]['img_s']:.1f} img/s "
-                    f"(write phase {timings.get('write_s', 0.0):.1f} s)"
+                    f"  round {round_ + 1}: job {job_s:.1f} img/s, bare {bare_s:.1f} img/s, bare+write {both_s:.1f} "
+                    f"img/s (the job's write phase {timings.get('write_s', 0.0):.1f} s)"
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -202,7 +204,7 @@ def run_pipeline_bench(
     ratio, ratio_write = job_img_s / bare_img_s, job_img_s / bare_write_img_s
     if log is not None:
         log(f"{n} JPEGs ({kind}), long side 640-1600 px, {-(-n // shard_size)} Parquet shards; model {cfg.model.arch}")
-        log(f"  medians of {rounds} interleaved rounds (bare, job, bare, job, ...):")
+        log(f"  medians of {rounds} interleaved rounds (job, bare, job, bare, ...):")
         log(f"  bare decode+forward, one process         {bare_img_s:8.1f} img/s")
         log(f"  bare decode+forward+write, one process   {bare_write_img_s:8.1f} img/s")
         log(f"  Ray job end to end                       {job_img_s:8.1f} img/s ({middle['seconds']:.1f} s)")
