@@ -335,9 +335,21 @@ def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
 @click.option(
     "--format",
     "fmt",
-    required=True,
+    default=None,
     type=click.Choice(["webdataset", "embeddings"]),
     help="webdataset: img2dataset-style tars (open_clip's trainer reads them); embeddings: clip-retrieval's .npy.",
+)
+@click.option(
+    "--rejected-images",
+    is_flag=True,
+    help="Instead of --format: rejected/ with the image bytes the run left out of it (output.rejected_images: "
+    "false) read back from its input, checked by sha256 (default --to: OUTPUT/rejected_images/).",
+)
+@click.option(
+    "--input",
+    "input_url",
+    default=None,
+    help="With --rejected-images: where the run's input lies now (default: the URLs in its manifest).",
 )
 @click.option("--to", "to_url", default=None, help="Folder or URL to write (default: OUTPUT/<format>/).")
 @click.option(
@@ -354,7 +366,9 @@ def report_cmd(output: str, out_file: str | None, max_rows: int) -> None:
 @click.option("--address", default=None, help="Ray cluster address (else RAY_ADDRESS or a local Ray).")
 def export_cmd(
     output: str,
-    fmt: str,
+    fmt: str | None,
+    rejected_images: bool,
+    input_url: str | None,
     to_url: str | None,
     resize: str | None,
     size: int | None,
@@ -364,7 +378,16 @@ def export_cmd(
     shard_mb: float | None,
     address: str | None,
 ) -> None:
-    """Write training-ready files from a finished output's kept/ rows (docs/export.md)."""
+    """Write training-ready files from a finished output's kept/ rows, or its rejected/ rows with their
+    image bytes (docs/export.md)."""
+    if (fmt is None) == (not rejected_images):
+        raise UserError("give one of --format webdataset|embeddings and --rejected-images")
+    if input_url is not None and not rejected_images:
+        raise UserError("--input goes with --rejected-images: the other exports read kept/ only")
+    if rejected_images:
+        if any(v is not None for v in (resize, size, quality, image_format, shard_rows, shard_mb)):
+            raise UserError("--rejected-images writes rejected/'s files as they are: no resize or shard options")
+        fmt = "rejected_images"
     if (resize is None) != (size is None):
         raise UserError("--resize and --size go together: e.g. --resize center_crop --size 256")
     if resize is None and (quality is not None or image_format is not None):
@@ -378,7 +401,7 @@ def export_cmd(
         overrides["shard_mb"] = shard_mb
     from curation.runner import export_output
 
-    export_output(output, fmt, overrides, to_url, address, log=click.echo)
+    export_output(output, fmt, overrides, to_url, address, log=click.echo, input_url=input_url)
 
 
 @main.group()

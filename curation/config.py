@@ -353,7 +353,13 @@ OUTPUT_FORMATS = ("parquet", "webdataset")
 
 
 class OutputConfig(_Section):
-    keep_images: bool = Field(True, description="Keep image bytes in kept/ and rejected/.")
+    keep_images: bool = Field(True, description="Keep image bytes in kept/ (and, with rejected_images, rejected/).")
+    rejected_images: bool = Field(
+        False,
+        description="Also keep the image bytes of rejected/ rows. Off: a rejected row's image is null and its `source` "
+        "(the input shard, the manifest's inputs), `key`, `url` and `sha256` name its bytes; `curate export OUTPUT "
+        "--rejected-images` reads them back from the input (docs/export.md).",
+    )
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = Field(1024, ge=1)
     formats: tuple[Literal[OUTPUT_FORMATS], ...] = Field(
@@ -385,6 +391,8 @@ class OutputConfig(_Section):
     def _images_for_webdataset(self) -> "OutputConfig":
         if "webdataset" in self.formats and not self.keep_images:
             raise ValueError("formats: webdataset needs the images: set keep_images: true")
+        if self.rejected_images and not self.keep_images:
+            raise ValueError("rejected_images: true needs keep_images: true (no image bytes are kept at all)")
         return self
 
 

@@ -82,9 +82,11 @@ _REMOTE_USER_ERROR = re.compile(r"^curation\.errors\.UserError: (.+)$", re.MULTI
 def user_error_in(exc: BaseException) -> UserError | None:
     """The UserError behind a failure, also one raised in a Ray worker: Ray hands a task's exception
     back wrapped (and an actor constructor's only as the text of its traceback)."""
-    user = next((error for error in errors_behind(exc) if isinstance(error, UserError)), None)
-    if user is not None:
-        return user
+    from ray.exceptions import RayError
+
+    users = [error for error in errors_behind(exc) if isinstance(error, UserError)]
+    if users:  # the one raised, not Ray's wrapper of it (a RayTaskError that is also a UserError, traceback and all)
+        return next((error for error in users if not isinstance(error, RayError)), users[0])
     found = _REMOTE_USER_ERROR.findall(str(exc))
     return UserError(found[-1]) if found else None
 

@@ -32,10 +32,10 @@ from curation.domain import outside_domain_rows
 from curation.errors import UserError
 from curation.io import huggingface
 from curation.io.commit import Location, parquet_buffer, read_parquet
-from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_shard
+from curation.io.readers import MAX_SHARD_BYTES, read_image_column, read_images_at, read_shard, source_version
 from curation.io.sources import Shard
 from curation.io.urls import strip_credentials, strip_credentials_in
-from curation.schema import SCHEMA_VERSION, Status, conform
+from curation.schema import IMAGE_AT, IMAGE_SIZE, SCHEMA_VERSION, SOURCE_COLUMNS, SOURCE_VERSION, Status, conform
 from curation.stages.base import BatchStage, set_column
 from curation.stages.clip_filter import ClipScoreFilter
 from curation.stages.release import SourceChanged, mark_source_bytes, release_source_bytes, restore_source_bytes
@@ -109,8 +109,10 @@ def read_and_prepare(
 ) -> pa.Table:
     """Read one shard and run the CPU stages. An empty shard is committed right here."""
     start = time.perf_counter()
+    version = source_version(shard.url, paths.storage_options)  # before the read: a change during it shows later
     table = read_shard(shard, paths.storage_options, max_shard_bytes)
     table = table.append_column(SHARD_ROWS, pa.array([table.num_rows] * table.num_rows, pa.int64()))
+    table = table.append_column(SOURCE_VERSION, pa.array([version] * table.num_rows, pa.string()))
     table = mark_source_bytes(table)
     table = add_stage_seconds(table, "read", time.perf_counter() - start)
     if table.num_rows == 0:
@@ -146,9 +148,15 @@ SUMMARY_SCHEMA = pa.schema(
 
 
 def commit_scored(shard_id: str, table: pa.Table, paths: JobPaths, schema: pa.Schema) -> None:
-    """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py).
-    Its metadata holds the histogram of its clip_scores that keep_fraction sums (dedup/keep_fraction.py)."""
-    scored = in_key_order(conform(without_credentials(release_source_bytes(table)), schema))
+    """Write the scored shard; image bytes the input shard holds are not stored again (stages/release.py),
+    where it holds them is (schema.SOURCE_COLUMNS). Its metadata holds the histogram of its clip_scores
+    that keep_fraction sums (dedup/keep_fraction.py)."""
+    table = without_credentials(release_source_bytes(table))
+    scored = conform(table, schema)
+    for name in SOURCE_COLUMNS:
+        if name in table.column_names:
+            scored = scored.append_column(name, table.column(name))
+    scored = in_key_order(scored)
     scored = scored.replace_schema_metadata({**(scored.schema.metadata or {}), **histogram_metadata(scored)})
     paths.work.write_bytes(parquet_buffer(scored, compression="zstd"), paths.scored_name(shard_id))
 
@@ -191,17 +199,22 @@ def load_decisions(paths: JobPaths, shard_id: str) -> dict[str, tuple[str, str]]
 
 def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold: float | None = None) -> dict:
     """Apply the job-wide clip_score threshold (keep_fraction) and the dedup decisions to one scored
-    shard, put back the image bytes it left in the input shard, and commit its kept/ and rejected/ files."""
+    shard, put back the image bytes it left in the input shard (of the kept rows; of the rejected ones
+    too with output.rejected_images), and commit its kept/ and rejected/ files."""
     shard_id = shard.shard_id
     table = without_histogram(read_parquet(paths.work, paths.scored_name(shard_id)))
-    if cfg.output.keep_images:
-        table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes)
     if clip_threshold is not None:
         table = ClipScoreFilter(min_score=clip_threshold).process_batch(table)
     table = apply_decisions(table, load_decisions(paths, shard_id))
-    if not cfg.output.keep_images:
+    if cfg.output.keep_images:
+        rejected = pc.equal(table.column("status"), Status.REJECTED.value)
+        wanted = pc.invert(rejected) if not cfg.output.rejected_images else None
+        table = with_source_bytes(table, shard, paths, cfg.input.max_shard_bytes, wanted)
+        if not cfg.output.rejected_images:  # the row names its bytes: source, key, url, sha256
+            table = set_column(table, "image", pc.if_else(rejected, pa.scalar(None, pa.binary()), table["image"]))
+    else:
         table = set_column(table, "image", pa.nulls(table.num_rows, pa.binary()))
-    table = in_key_order(table)
+    table = in_key_order(table.drop_columns([c for c in SOURCE_COLUMNS if c in table.column_names]))
     result = {"shard_id": shard_id, "rows": table.num_rows, "reasons": {}}
     for status in Status:
         part = table.filter(pc.equal(table.column("status"), status.value))
@@ -215,19 +228,61 @@ def write_final_shard(shard: Shard, cfg: Config, paths: JobPaths, clip_threshold
 
 
 def with_source_bytes(
-    table: pa.Table, shard: Shard, paths: JobPaths, max_shard_bytes: int = MAX_SHARD_BYTES
+    table: pa.Table,
+    shard: Shard,
+    paths: JobPaths,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+    wanted: pa.ChunkedArray | pa.Array | None = None,
 ) -> pa.Table:
-    """The scored shard with the image bytes the score phase left in the input shard read back (under
-    the same per-shard cap as the score phase read them)."""
-    if not pc.any(pc.is_null(table.column("image"))).as_py():
+    """The scored shard with the image bytes the score phase left in the input shard read back: of the
+    rows `wanted` (a boolean mask; None: every row). Where the input file is the version the score phase
+    read (readers.source_version) they are read by position, only those rows', and put back unhashed;
+    otherwise (a scored shard of an earlier version, an input touched or copied since) every image of the
+    shard is read, under the same per-shard cap as the score phase read them, and put back by `sha256`,
+    which refuses an input whose bytes changed."""
+    missing = pc.and_(pc.is_null(table.column("image")), pc.is_valid(table.column("sha256")))
+    if wanted is not None:
+        missing = pc.and_(missing, pc.fill_null(wanted, False))
+    rows = np.flatnonzero(missing.to_numpy(zero_copy_only=False))
+    if not len(rows):
         return table
+    restored = _by_position(table, rows, shard, paths, max_shard_bytes)
+    if restored is not None:
+        return restored
     try:
-        return restore_source_bytes(table, read_image_column(shard, paths.storage_options, max_shard_bytes))
+        return restore_source_bytes(
+            table, read_image_column(shard, paths.storage_options, max_shard_bytes), missing.to_numpy(False)
+        )
     except SourceChanged as changed:
         raise UserError(
             f"input shard {shard.url} changed since it was scored (it no longer holds the image of {changed}): "
             f"restore it, or delete {paths.work_url} to score the input again"
         ) from None
+
+
+def _by_position(table: pa.Table, rows: np.ndarray, shard: Shard, paths: JobPaths, max_shard_bytes: int):
+    """`table` with the image bytes of `rows` read at the positions the score phase recorded, or None
+    when it recorded none or the input file is not the version it read (with_source_bytes hashes then)."""
+    if not all(name in table.column_names for name in SOURCE_COLUMNS):
+        return None
+    index = pa.array(rows)
+    at, sizes = table.column(IMAGE_AT).take(index), table.column(IMAGE_SIZE).take(index)
+    versions = set(table.column(SOURCE_VERSION).take(index).to_pylist())
+    if at.null_count or sizes.null_count or len(versions) != 1:
+        return None
+    if versions.pop() != source_version(shard.url, paths.storage_options):
+        return None
+    found = read_images_at(shard, at.to_pylist(), paths.storage_options, max_shard_bytes)
+    if found is None or len(found) != len(rows):
+        return None
+    if not pc.all(pc.equal(pc.binary_length(found).cast(pa.int64()), sizes)).as_py():
+        return None  # not the bytes that were scored: let the hashes tell
+    positions = np.full(table.num_rows, -1, np.int64)
+    positions[rows] = np.arange(len(rows))
+    images = table.column("image")
+    placed = found.take(pa.array(positions, mask=positions < 0))
+    wanted = pa.array(positions >= 0)
+    return set_column(table, "image", pc.if_else(wanted, placed.cast(images.type), images))
 
 
 # ---- job bookkeeping ------------------------------------------------------------------------------

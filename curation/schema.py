@@ -176,6 +176,15 @@ def core_columns() -> frozenset[str]:
 # embedding reads, and bookkeeping columns, whose names start with "_".
 WORKING_COLUMNS = frozenset({"pixels"})
 
+# Bookkeeping columns a scored shard stores beside the record schema (conform leaves them out; the commit
+# appends them, the write phase drops them: never in kept/ or rejected/). They tell where the input shard
+# holds each row's image bytes, so the write phase reads the bytes it writes by position, unhashed:
+IMAGE_AT = "_image_at"  # the image's position as its input format reads it back: a tar member's data
+#                         offset, a table's row index (io/formats/*.read_images_at); null: no bytes there
+IMAGE_SIZE = "_image_size"  # the image's length in bytes, checked when it is read back
+SOURCE_VERSION = "_source_version"  # the input file's size and mtime/ETag when it was read (readers.source_version)
+SOURCE_COLUMNS = (IMAGE_AT, IMAGE_SIZE, SOURCE_VERSION)
+
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Return `table` with exactly `schema`'s columns, in order; missing columns are all-null.

@@ -20,6 +20,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-240}
 CURATE=${CURATE:-curate}
 LARGE=${LARGE:-ViT-L-14}  # the architectures timed (the smoke test on CPU names smaller ones)
 SMALL=${SMALL:-ViT-B-32}
+PIPE_ROUNDS=${PIPE_ROUNDS:-1}  # bench pipeline's interleaved rounds: one on a node nothing else runs on
 
 if [ "$SCALE" = 0 ]; then
   EMBED_N=16 EMBED_BATCH=8 DECODE_N=8 PIPE_N=24 PIPE_SHARD=12 PIPE_BATCH=8
@@ -58,7 +59,7 @@ step "embed-$LARGE" "$CURATE" bench embed --arch "$LARGE" --pretrained none "${E
 step "embed-$SMALL" "$CURATE" bench embed --arch "$SMALL" --pretrained none "${EMBED_DEVICE[@]}" \
   --n "$((EMBED_N * 2))" --batch-size "$((EMBED_BATCH * 2))"
 step decode "$CURATE" bench decode --n "$DECODE_N" --torch-device "$DEVICE"
-step "pipeline-$SMALL-gpu-decode" "$CURATE" bench pipeline --n "$PIPE_N" --shard-size "$PIPE_SHARD" \
+step "pipeline-$SMALL-gpu-decode" "$CURATE" bench pipeline --n "$PIPE_N" --shard-size "$PIPE_SHARD" --rounds "$PIPE_ROUNDS" \
   --set model.arch="$SMALL" --set model.pretrained=null --set 'heads=[]' --set model.batch_size="$PIPE_BATCH" \
   --set decode.device=gpu "${GPU_SETTINGS[@]}"
 

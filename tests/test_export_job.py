@@ -141,3 +141,56 @@ def test_datasets_loads_kept_with_pil_images(job, tmp_path):
     assert ds.num_rows == manifest["funnel"]["kept"]
     assert isinstance(ds[0]["image"], Image.Image) and ds[0]["image"].size == (ds[0]["width"], ds[0]["height"])
     assert ds.with_format("numpy")[:4]["img_emb"].shape[0] == 4
+
+
+def test_rejected_rows_name_their_bytes_and_the_export_reads_them_back_from_the_input(job, small_world, tmp_path):
+    import hashlib
+    import shutil
+
+    from click.testing import CliRunner
+
+    from curation.cli import main
+    from curation.errors import UserError
+    from curation.io.readers import image_values, read_shard
+    from curation.io.sources import list_shards
+
+    output, manifest, _ = job
+    rejected = pq.read_table(output / "rejected")
+    assert rejected.num_rows == manifest["funnel"]["rejected"] > 0
+    assert rejected.column("image").null_count == rejected.num_rows  # output.rejected_images: false
+    inputs = {i["shard_id"]: i["url"] for i in manifest["inputs"]}
+    assert set(rejected.column("source").to_pylist()) <= set(inputs)  # the source shard, by the manifest
+    named = rejected.filter(rejected.column("sha256").is_valid())
+    assert named.num_rows > 0.8 * rejected.num_rows and named.column("url").null_count == 0
+
+    result = CliRunner().invoke(main, ["export", str(output), "--rejected-images", "--to", str(tmp_path / "rej")])
+    assert result.exit_code == 0, result.output
+    assert f"{named.num_rows} images read back from the input" in result.output
+    back = pq.read_table(tmp_path / "rej")
+    assert back.drop_columns(["image"]).equals(rejected.drop_columns(["image"]))  # the same rows, in order
+    assert (
+        pq.read_schema(tmp_path / "rej" / "part-00000.parquet").metadata
+        == pq.read_schema(output / "rejected" / "part-00000.parquet").metadata
+    )  # Hugging Face's features too
+    source = {}
+    for shard in list_shards(str(small_world[0])):
+        raw = read_shard(shard)
+        source.update(zip(raw.column("key").to_pylist(), raw.column("image").to_pylist()))
+    images = image_values(back.column("image")).to_pylist()
+    for key, digest, data in zip(back.column("key").to_pylist(), back.column("sha256").to_pylist(), images):
+        assert (data is None) == (digest is None), key
+        if data is not None:  # exactly the input's bytes
+            assert hashlib.sha256(data).hexdigest() == digest and data == source[key]
+
+    moved = tmp_path / "moved"  # the input elsewhere, one rejected image's bytes changed in place
+    shutil.copytree(small_world[0], moved)
+    key = named.column("key")[0].as_py()
+    shard = next(s for s in list_shards(str(moved)) if s.shard_id == named.column("source")[0].as_py())
+    raw = read_shard(shard)
+    at = raw.column("_image_at").to_pylist()[raw.column("key").to_pylist().index(key)]
+    with open(shard.url, "r+b") as f:
+        f.seek(at + 100)
+        f.write(b"\x00" * 8)
+    with pytest.raises(UserError, match=rf"no longer holds the image of {re.escape(key)}.*--input") as raised:
+        export_output(str(output), "rejected_images", to_url=str(tmp_path / "again"), input_url=str(moved), log=print)
+    assert "\n" not in str(raised.value)

@@ -526,8 +526,9 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(world, tmp_path, can
     if not can_mount:
         pytest.skip("no private mount namespace here (unshare -m)")
     mount = tmp_path / "small"
-    command = [sys.executable, "-m", "curation.cli", *_run(str(world), str(mount / "out"))]
-    # room for the work files, not for the final ones (they carry the ~50 KB images)
+    # room for the work files, not for the final ones (they carry the ~50 KB images: the rejected ones too)
+    more = ("--set", "output.rejected_images=true")
+    command = [sys.executable, "-m", "curation.cli", *_run(str(world), str(mount / "out"), *more)]
     done = in_small_fs(mount, "size=128k", command, after=f"find '{mount}' -name '.tmp-*' | sed 's/^/left: /'")
     assert "rc=2" in done.stdout, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from curation.config import load_config
 from curation.io.readers import image_values
-from curation.runner import run_job
+from curation.runner import export_output, run_job
 
 pytestmark = pytest.mark.ray
 
@@ -175,18 +175,37 @@ def test_parquet_input_and_clip_threshold_wiring(ray_local, tmp_path):
     assert result.manifest["funnel"]["rejected_by_reason"]["low_clip_score"] == len(low)
 
 
+def hashed_rows(output: Path, part: str) -> list[dict]:
+    table = rows_of(output, part)
+    rows = [
+        {"image": b, "sha256": h, "source": s, "url": u}
+        for b, h, s, u in zip(
+            image_values(table["image"]).to_pylist(), *(table[c].to_pylist() for c in ("sha256", "source", "url"))
+        )
+    ]
+    return [r for r in rows if r["sha256"] is not None]
+
+
 def test_output_rows_carry_their_source_bytes(first_run):
-    """The score phase lets go of the input's image bytes after decode; the write phase puts them back."""
+    """The score phase lets go of the input's image bytes after decode; the write phase puts back the kept
+    rows'. Rejected rows keep none (output.rejected_images: false): they name them."""
     output, _, _ = first_run
-    for part in ("kept", "rejected"):
-        table = rows_of(output, part)
-        rows = [
-            {"image": b, "sha256": h}
-            for b, h in zip(image_values(table["image"]).to_pylist(), table["sha256"].to_pylist())
-        ]
-        hashed = [r for r in rows if r["sha256"] is not None]
-        assert hashed, part
-        assert all(r["image"] is not None and hashlib.sha256(r["image"]).hexdigest() == r["sha256"] for r in hashed)
+    kept, rejected = hashed_rows(output, "kept"), hashed_rows(output, "rejected")
+    assert kept and rejected
+    assert all(r["image"] is not None and hashlib.sha256(r["image"]).hexdigest() == r["sha256"] for r in kept)
+    assert all(r["image"] is None and r["source"] and r["url"] for r in rejected)
+
+
+def test_rejected_images_true_keeps_the_rejected_bytes_and_the_same_kept_files(first_run, small_world, tmp_path):
+    output, _, _ = first_run
+    curate(small_world[0], tmp_path / "with", "output.rejected_images=true")
+    rejected = hashed_rows(tmp_path / "with", "rejected")
+    assert len(rejected) == len(hashed_rows(output, "rejected"))
+    assert all(r["image"] is not None and hashlib.sha256(r["image"]).hexdigest() == r["sha256"] for r in rejected)
+    assert file_bytes(tmp_path / "with" / "kept") == file_bytes(output / "kept")
+    # curate export --rejected-images brings back, from the input, exactly the rejected/ that run wrote
+    export_output(str(output), "rejected_images", to_url=str(tmp_path / "back"), log=lambda _: None)
+    assert file_bytes(tmp_path / "back") == file_bytes(tmp_path / "with" / "rejected")
 
 
 def test_an_input_changed_between_score_and_write_stops_the_job_with_one_line(ray_local, tmp_path, monkeypatch):

@@ -49,6 +49,7 @@ def test_laion_style_tags_unsafe_and_watermark_instead_of_rejecting(ray_local, s
         "model.threads=1",
         "clip.min_score=0.35",
         "basic.min_image_bytes=6000",
+        "output.rejected_images=true",  # the rejected images' sizes are checked below
     ]
     cfg = load_config(PIPELINES[0].parent / "laion_style.yaml", overrides)
     cfg = cfg.model_copy(update={"heads": cfg.heads[:2]})  # LAION's aesthetic head reads ViT-B-32 embeddings

@@ -71,6 +71,32 @@ def test_gpu_decode_moves_decode_and_later_stages_to_the_actor():
     assert place_stages(plan, cfg)[1][0].device == "auto"
 
 
+def test_an_actor_that_reads_its_shards_declares_memory_by_their_size_and_fits_a_node(ray_local, tmp_path, monkeypatch):
+    import curation.phases.score as score
+    from curation.job import JobPaths
+
+    cfg, plan = plan_for()
+    size = plan.embed.image_size
+    small, large = score.actor_memory(cfg, size, 10 << 20), score.actor_memory(cfg, size, 80 << 20)
+    assert large - small >= calls_per_actor(cfg) * score.SHARD_COPIES * (70 << 20)  # per concurrent call
+    assert score.ACTOR_RUNTIME_BYTES < small < large
+    node = max(n["Resources"]["memory"] for n in ray_local.nodes() if n["Alive"])
+    assert large < 0.8 * node  # the test cluster (2 CPUs) places it
+    assert score.actor_memory(cfg, size, 1 << 40) == int(0.8 * node)  # never more than a node has
+
+    (tmp_path / "a.parquet").write_bytes(b"x" * 5000)
+    (tmp_path / "b.csv").write_bytes(b"url\n" + b"x" * 96)
+    paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "work"))
+    shards = [
+        score.Shard(shard_id="a", url=str(tmp_path / "a.parquet"), format="parquet"),
+        score.Shard(shard_id="b", url=str(tmp_path / "b.csv"), format="urls"),
+    ]
+    assert score.shard_bytes(shards[:1], cfg, paths) == 5000
+    assert score.shard_bytes(shards, cfg, paths) == 100 * score.URL_LIST_EXPANSION  # downloads to come
+    gone = [score.Shard(shard_id="c", url=str(tmp_path / "c.tar"), format="webdataset")]
+    assert score.shard_bytes(gone, cfg, paths) == cfg.input.max_shard_bytes
+
+
 def test_calls_per_actor_must_be_positive():
     with pytest.raises(UserError, match="calls_per_actor"):
         load_config(None, ["model.calls_per_actor=0"])

@@ -54,6 +54,7 @@ Decisions (exercised by tests/io/test_hostile_inputs.py):
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -75,7 +76,7 @@ from curation.io.sources import (
     image_column,
     not_regular,
 )
-from curation.schema import RejectReason, Stage, Status
+from curation.schema import IMAGE_AT, IMAGE_SIZE, RejectReason, Stage, Status
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
@@ -129,6 +130,7 @@ class RawSample:
     reason: RejectReason | None = None  # damage found while reading
     pending_download: bool = False  # a URL-list row: its image comes from the download stage
     slots: set[str] = field(default_factory=set)
+    image_at: int | None = None  # where the shard holds the image (IMAGE_AT), for its format's read_images_at
 
 
 def read_shard(shard: Shard, storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES) -> pa.Table:
@@ -150,6 +152,34 @@ def read_image_column(
     read_images = getattr(FORMATS[shard.format], "read_images", None)
     images = read_images(shard, storage_options or {}, max_shard_bytes) if read_images else None
     return images if images is not None else read_shard(shard, storage_options, max_shard_bytes).column("image")
+
+
+def read_images_at(
+    shard: Shard, positions: list[int], storage_options: dict | None = None, max_shard_bytes: int = MAX_SHARD_BYTES
+) -> pa.Array | None:
+    """The image bytes at `positions` (values of the IMAGE_AT column the reader wrote), in that order, read
+    without the shard's other images where the format can (a tar's members by offset, a Parquet's row
+    groups that hold them); None when the format cannot read images by position."""
+    from curation.io.formats import FORMATS
+
+    read_at = getattr(FORMATS[shard.format], "read_images_at", None)
+    return read_at(shard, storage_options or {}, positions, max_shard_bytes) if read_at else None
+
+
+def source_version(url: str, storage_options: dict | None = None) -> str:
+    """A cheap identity of an input file, from its listing entry: its size and modification time, or what
+    an object store gives instead (ETag, generation, checksums). The score phase records it when it reads
+    a shard and the write phase compares it, to read the scored rows' image bytes by position."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs.invalidate_cache(path)  # asked of the store now, not of a listing this process cached
+    info = fs.info(path)
+    return json.dumps({k: str(info[k]) for k in sorted(VERSION_FIELDS) if info.get(k) is not None}, sort_keys=True)
+
+
+# Listing fields that change when a file's content does (local files; S3, GCS, Azure, HTTP).
+VERSION_FIELDS = frozenset(
+    "size mtime ETag etag LastModified last_modified VersionId version_id generation md5Hash crc32c updated".split()
+)
 
 
 def damage_row(name: str, reason: RejectReason) -> RawSample:
@@ -312,7 +342,9 @@ def table_samples(table: pa.Table, columns: dict[str, str], position: int, pendi
     for i in range(n):
         url = clean_url(urls[i])
         name = clean_name(keys[i]) or (url_name(url) if url else f"row{position + i:09d}")
-        samples.append(RawSample(name=name, caption=captions[i], url=url, pending_download=pending))
+        samples.append(
+            RawSample(name=name, caption=captions[i], url=url, pending_download=pending, image_at=position + i)
+        )
     return samples
 
 
@@ -484,4 +516,9 @@ def to_table(shard: Shard, samples: list[RawSample], images: pa.ChunkedArray | N
         columns["reject_reason"].append(reason.value if reason else None)
         columns["reject_stage"].append(Stage.READ.value if reason else None)
     arrays = {name: pa.array(values, RAW_SCHEMA.field(name).type) for name, values in columns.items()}
-    return pa.table({**arrays, "image": images}, schema=RAW_SCHEMA).select(RAW_SCHEMA.names)
+    table = pa.table({**arrays, "image": images}, schema=RAW_SCHEMA).select(RAW_SCHEMA.names)
+    # Where the shard holds each image and how long it is (rows with bytes only): the write phase reads
+    # the kept rows' bytes back by position (curation/job.py).
+    image_at = [s.image_at if with_image else None for s, with_image in zip(samples, has_image)]
+    table = table.append_column(IMAGE_AT, pa.array(image_at, pa.int64()))
+    return table.append_column(IMAGE_SIZE, pc.binary_length(images).cast(pa.int64()))

@@ -21,6 +21,18 @@ from curation.plan import StagePlan
 
 DECODE_TASK_MEMORY = 512 << 20  # a reading+decoding task: one shard's bytes and its model-sized pixels
 
+# What a CPU embedding actor that reads its own shards holds (actor_memory). Measured with the tiny CLIP
+# (2 calls at once, web JPEGs of ~80 KB in Parquet shards of 10, 41 and 82 MB): 0.7-0.9 GiB once loaded,
+# 1.4, 2.5 and 3.1 GiB at peak.
+ACTOR_RUNTIME_BYTES = 768 << 20  # torch, the Ray worker and the model's code; its weights come on top
+UNKNOWN_WEIGHTS_BYTES = 1 << 30  # the weights of an open_clip tag (ViT-B-32's are 0.6 GB, ViT-L-14's 1.7)
+CALL_BYTES = 256 << 20  # each concurrent call: decoder buffers and the allocator arena its thread keeps
+SHARD_COPIES = 12  # a shard's bytes: as read, as the Arrow column, as Python bytes for the decoder, and
+#                    what the allocators keep of each for the next shard (curation/allocator.py)
+WEB_IMAGE_BYTES = 100 << 10  # a web JPEG: a shard's rows are about its bytes / this (for the pixels)
+URL_LIST_EXPANSION = 1000  # a URL list's ~100-byte line brings a ~100 KB image when downloaded
+MEMORY_SAMPLE = 64  # shard files whose size is asked for (the largest one counts)
+
 
 class StageActor:
     """Holds the actor's stages (the embedding stage, after any CPU stages placed in the actor) and,
@@ -85,12 +97,14 @@ def score(pending: list[Shard], plan: StagePlan, paths: JobPaths, cfg: Config, l
         resources = {"num_cpus": 1, "memory": DECODE_TASK_MEMORY} if len(actor_stages) <= 1 else {"num_cpus": 1}
         ds = ds.map_batches(read, batch_size=None, batch_format="pyarrow", **resources)
     reader = read if reads_in_actor else None
+    # An actor that reads its shards holds them: it declares the memory that takes, so Ray places it by it.
+    memory = actor_memory(cfg, plan.embed.image_size, shard_bytes(pending, cfg, paths)) if reads_in_actor else None
     if not actor_stages:
         ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     elif commit_in_actor(cfg):
-        ds = actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, schema=schema, read=reader)
+        ds = actor_pool(ds, actor_stages, cfg, post=post_stages, paths=paths, schema=schema, read=reader, memory=memory)
     else:
-        ds = actor_pool(ds, actor_stages, cfg, read=reader)
+        ds = actor_pool(ds, actor_stages, cfg, read=reader, memory=memory)
         ds = ds.map_batches(commit, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     done = 0
     for row in ds.iter_rows():
@@ -119,11 +133,13 @@ def actor_pool(
     paths: JobPaths | None = None,
     schema: pa.Schema | None = None,
     read=None,
+    memory: int | None = None,
 ):
     """The embedding actor pool: one whole block (an input shard) per call, `calls_per_actor` calls at
     once on each actor (in threads: the model and its weights are loaded once, and torch and Pillow let
     go of the GIL while they compute). With `post`, each call also runs the post-embedding stages and
-    commits its shard (see commit_in_actor); with `read`, it first reads its shard."""
+    commits its shard (see commit_in_actor); with `read`, it first reads its shard. `memory`: the bytes
+    each actor declares to Ray (actor_memory)."""
     calls = calls_per_actor(cfg)
     return _map_batches(
         ds,
@@ -136,7 +152,60 @@ def actor_pool(
         ),
         num_cpus=cfg.model.num_cpus,
         num_gpus=cfg.model.num_gpus or None,
+        **({"memory": memory} if memory else {}),
     )
+
+
+def actor_memory(cfg: Config, image_size: int, shard_bytes: int) -> int:
+    """The memory a CPU embedding actor that reads its shards declares: its runtime and weights, and for
+    each of its concurrent calls a shard of `shard_bytes` in its forms (SHARD_COPIES), its model-sized
+    pixels and a batch's float pixels. At most 80 % of the largest node's memory (per actor placed there):
+    an estimate that no node could grant would leave the job waiting forever."""
+    pixels = shard_bytes // WEB_IMAGE_BYTES * image_size * image_size * 3
+    batch = cfg.model.batch_size * image_size * image_size * 3 * 4 * 2  # float32 pixels, normalised copy
+    call = CALL_BYTES + SHARD_COPIES * shard_bytes + pixels + batch
+    wanted = ACTOR_RUNTIME_BYTES + weights_bytes(cfg) + calls_per_actor(cfg) * call
+    nodes = [n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")] or [wanted / 0.8]
+    per_node = -(-embed_actors(cfg) // len(nodes))
+    return int(min(wanted, 0.8 * max(nodes) / per_node))
+
+
+def weights_bytes(cfg: Config) -> int:
+    """The size of the model's weights file where it is on this disk (builtin, a local path)."""
+    from curation.models.files import BUILTIN
+    from curation.models.info import builtin_weights
+    from curation.models.weights import local_weights_path
+
+    pretrained = cfg.model.pretrained
+    if not pretrained:
+        return UNKNOWN_WEIGHTS_BYTES // 4  # random init: a small model, as tests use
+    try:
+        path = builtin_weights(cfg.model.arch) if pretrained == BUILTIN else local_weights_path(pretrained)
+    except UserError:
+        path = None
+    return path.stat().st_size if path is not None else UNKNOWN_WEIGHTS_BYTES
+
+
+def shard_bytes(pending: list[Shard], cfg: Config, paths: JobPaths) -> int:
+    """The bytes the largest of (a sample of) the pending shards brings into memory: its file's size (a URL
+    list's times URL_LIST_EXPANSION), at most input.max_shard_bytes; that cap where sizes are unknown."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    cap = cfg.input.max_shard_bytes
+    step = max(1, len(pending) // MEMORY_SAMPLE)
+
+    def size(shard: Shard) -> int:
+        try:
+            fs, path = fsspec.core.url_to_fs(shard.url, **paths.storage_options)
+            found = int(fs.info(path).get("size") or cap)
+        except Exception:  # noqa: BLE001 - only an estimate: the reader reports what is wrong with the file
+            return cap
+        return found * URL_LIST_EXPANSION if shard.format == "urls" else found
+
+    with ThreadPoolExecutor(8) as pool:
+        return min(cap, max(pool.map(size, pending[::step]), default=cap))
 
 
 # Ray Data hands each actor its constructor (the map function) through the object store, and Ray cannot

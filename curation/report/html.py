@@ -206,13 +206,16 @@ def _tiles(rows: pa.Table, images: list[bytes | None], score_column: str | None 
         if score_column and score_column in rows.column_names
         else [None] * rows.num_rows
     )
+    statuses = rows.column("status").to_pylist() if "status" in rows.column_names else [None] * rows.num_rows
     tiles = []
-    for key, caption, image, score in zip(keys, captions, images, scores):
+    for key, caption, image, score, status in zip(keys, captions, images, scores, statuses):
         thumb = plots.thumbnail(image)
+        # rejected/ holds no image bytes by default (output.rejected_images): they stay in the input
+        missing = "not stored" if image is None and status == "rejected" else "no image"
         picture = (
             f'<img alt="{escape(str(key))}" src="data:image/jpeg;base64,{thumb}">'
             if thumb
-            else '<div class="none">no image</div>'
+            else f'<div class="none">{missing}</div>'
         )
         shown = f'<div class="score">{escape(score_column)} {score:.3f}</div>' if score is not None else ""
         tiles.append(

@@ -3,9 +3,10 @@
 An image's bytes are the largest thing in a row (a web JPEG is ~100-300 KB; its model-sized pixels and
 every score together are a few KB). When they came from the input shard itself (Parquet, webdataset), the
 score phase need not carry them past decode nor store them in the scored shard: the write phase reads
-them again from the input (`restore_source_bytes`) by the `sha256` decode recorded, so an input changed
-between the two phases is an error, never a silent mix. Bytes the shard does not
-hold — downloaded from a URL list, or rewritten by a stage (faces blurred) — are kept in the scored shard.
+them again from the input, at the positions the reader recorded while the input file is the version that
+was scored (its size and mtime/ETag: `curation.job.with_source_bytes`), else by the `sha256` decode
+recorded (`restore_source_bytes`), so an input changed between the two phases is an error, never a
+silent mix. Bytes the shard does not hold — downloaded from a URL list, or rewritten by a stage (faces blurred) — are kept in the scored shard.
 
 This halves the image-byte traffic of a job: no hand-off of the bytes from the decoding worker to the
 embedding actor and the commit, and one write of them (the final one) instead of two.
@@ -76,13 +77,19 @@ def sha256_each(values: pa.Array) -> list[str | None]:
     return [hashlib.sha256(view[ends[i] : ends[i + 1]]).hexdigest() if valid[i] else None for i in range(len(values))]
 
 
-def restore_source_bytes(table: pa.Table, source_images: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """Fill each null `image` of a scored shard that has a `sha256` with the bytes of that hash among
-    `source_images` (the input shard's images, read again); raises SourceChanged naming the first row
-    whose bytes the input no longer holds. Matching by hash needs no keys from the input (so only its
-    image column is read) and puts back exactly the bytes that were scored."""
+def restore_source_bytes(
+    table: pa.Table, source_images: pa.Array | pa.ChunkedArray, rows: np.ndarray | None = None
+) -> pa.Table:
+    """Fill each null `image` of a scored shard that has a `sha256` (and is one of `rows`, a boolean mask,
+    where given) with the bytes of that hash among `source_images` (the input shard's images, read
+    again); raises SourceChanged naming the first row whose bytes the input no longer holds. Matching by
+    hash needs no keys from the input (so only its image column is read) and puts back exactly the bytes
+    that were scored. The write phase does this only where it cannot read the bytes by position
+    (job.with_source_bytes)."""
     images = table.column("image")
     wanted = pc.and_(pc.is_null(images), pc.is_valid(table.column("sha256"))).to_numpy(zero_copy_only=False)
+    if rows is not None:
+        wanted = wanted & rows
     rows = np.flatnonzero(wanted)
     if not len(rows):
         return table

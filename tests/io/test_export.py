@@ -383,3 +383,37 @@ def test_output_config_formats():
         load_config(None, ["output.formats=[parquet, webdataset]", "output.keep_images=false"])
     with pytest.raises(UserError, match="output.resize.mode"):
         load_config(None, ["output.resize={mode: stretch, size: 64}"])
+
+
+def test_rejected_rows_of_a_url_list_keep_no_bytes_and_rows_of_the_input_get_theirs(tmp_path):
+    from curation.io.sinks.rejected_images import RejectedFile, write_file
+    from curation.io.sources import Shard
+
+    data = [_png_with_alpha(), b"\xff\xd8 not much of a jpeg"]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"key": ["a", "b"], "caption": ["x y z"] * 2, "jpg": data}), tmp_path / "in" / "s.parquet")
+    (tmp_path / "in" / "u.csv").write_text("url,caption\nhttps://example.com/a.png,x y z\n")
+    out = Location.of(str(tmp_path / "out"))
+    for shard_id, keys in (("s", ["s/a", "s/b"]), ("u", ["u/0"])):
+        table = pa.table(
+            {
+                "key": keys,
+                "image": pa.nulls(len(keys), pa.binary()),
+                "sha256": [hashlib.sha256(data[i]).hexdigest() for i in range(len(keys))],
+                "status": ["rejected"] * len(keys),
+            }
+        )
+        part = huggingface.with_features(conform(table, record_schema(DIM)), decode_images=False)
+        out.write_bytes(parquet_buffer(part), "rejected", f"part-{shard_id}.parquet")
+    dest = Location.of(str(tmp_path / "rej"))
+    shards = {s.shard_id: s for s in list_shards(str(tmp_path / "in"))}
+    done = write_file(
+        out, dest, RejectedFile(name="rejected/part-s.parquet", shard=shards["s"], max_shard_bytes=1 << 20)
+    )
+    assert (done["read_back"], done["without_bytes"]) == (2, 0)
+    back = pq.read_table(tmp_path / "rej" / "part-s.parquet")
+    assert image_values(back.column("image")).to_pylist() == data
+    url_list = RejectedFile(
+        name="rejected/part-u.parquet", shard=Shard(shard_id="u", url="x", format="urls"), max_shard_bytes=1
+    )
+    assert write_file(out, dest, url_list)["without_bytes"] == 1  # downloaded: its url names it

@@ -65,6 +65,18 @@ def test_every_row_comes_out_once_with_its_image_bytes_and_caption(saved):
     assert reasons == sorted(["missing_image"] + ["missing_caption"] * missing_captions)
 
 
+def test_images_are_read_back_at_the_positions_the_reader_recorded(saved):
+    from curation.io.readers import read_images_at
+
+    for shard in list_shards(str(saved)):
+        table = read_shard(shard)
+        with_bytes = table.filter(table.column("image").is_valid())
+        at = with_bytes.column("_image_at").to_pylist()[::-1]
+        found = read_images_at(shard, at)
+        assert found.to_pylist() == with_bytes.column("image").to_pylist()[::-1]
+        assert with_bytes.column("_image_size").to_pylist() == [len(b) for b in with_bytes.column("image").to_pylist()]
+
+
 def test_the_hub_parquet_layout_is_read_by_the_parquet_format(tmp_path):
     _dataset().to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
     (shard,) = list_shards(str(tmp_path))

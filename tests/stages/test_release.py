@@ -14,7 +14,7 @@ from PIL import Image
 
 from curation.config import load_config
 from curation.errors import UserError
-from curation.io.readers import read_image_column
+from curation.io.readers import read_image_column, read_images_at, read_shard
 from curation.io.sources import list_shards
 from curation.job import JobPaths, write_final_shard
 from curation.schema import conform, record_schema
@@ -107,6 +107,8 @@ def test_the_image_column_is_read_alone_from_parquet_and_whole_from_other_shards
     for folder in (plain, hf, tar):
         shard = list_shards(str(folder), "auto")[0]
         assert read_image_column(shard).to_pylist() == images, folder.name
+        at = read_shard(shard).column("_image_at").to_pylist()  # where the reader found each image
+        assert read_images_at(shard, [at[2], at[0]]).to_pylist() == [images[2], images[0]], folder.name
     damaged = plain / "00000.parquet"
     damaged.write_bytes(damaged.read_bytes()[:-20] + b"not a parquet footer")
     shard = list_shards(str(plain), "auto")[0]
@@ -161,3 +163,109 @@ def test_an_input_changed_since_scoring_is_a_user_error(tmp_path):
         write_final_shard(shard, load_config(None, ()), paths)
     assert not (tmp_path / "out" / "kept").exists()
     json.dumps(shard.__dict__)  # a Shard travels to write tasks as a plain row
+
+
+def scored_from_input(tmp_path, folder, rejected: set[int] = frozenset()):
+    """The scored shard the score phase commits for the first input shard under `folder`, with the reader's
+    own columns (where each image is, the input file's version): rows `rejected` rejected by a filter."""
+    import hashlib as _hashlib
+
+    from curation.job import commit_scored, read_and_prepare
+
+    shard = list_shards(str(folder), "auto")[0]
+    paths = JobPaths(output_url=str(tmp_path / "out"), work_url=str(tmp_path / "out" / "_work"))
+    table = read_and_prepare(shard, [], paths, record_schema(16))
+    images = table.column("image").to_pylist()
+    table = table.set_column(
+        table.column_names.index("sha256") if "sha256" in table.column_names else table.num_columns,
+        "sha256",
+        pa.array([_hashlib.sha256(b).hexdigest() if b is not None else None for b in images], pa.string()),
+    )
+    status = ["rejected" if i in rejected else s for i, s in enumerate(table.column("status").to_pylist())]
+    table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
+    commit_scored(shard.shard_id, table, paths, record_schema(16))
+    paths.work.write_bytes(pq_bytes(decisions_table([])), "decisions.parquet")
+    return shard, paths, dict(zip(table.column("key").to_pylist(), images))
+
+
+def write_tar(path, images: list[bytes]) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w") as archive:
+        for i, data in enumerate(images):
+            for ext, payload in (("jpg", data), ("txt", b"a red square")):
+                info = tarfile.TarInfo(f"{i:04d}.{ext}")
+                info.size = len(payload)
+                archive.addfile(info, io.BytesIO(payload))
+
+
+def write_input(folder, fmt: str, images: list[bytes]) -> None:
+    folder.mkdir()
+    if fmt == "webdataset":
+        write_tar(folder / "00000.tar", images)
+    else:  # several row groups: only those holding kept rows are read
+        table = pa.table({"key": [f"{i:04d}" for i in range(len(images))], "caption": ["a red square"] * len(images)})
+        pq.write_table(
+            table.append_column("jpg", pa.array(images, pa.binary())), folder / "00000.parquet", row_group_size=2
+        )
+
+
+def output_images(tmp_path, part: str, shard) -> dict:
+    table = pq.read_table(tmp_path / "out" / part / f"part-{shard.shard_id}.parquet")
+    return {
+        k: (v["bytes"] if v else None)
+        for k, v in zip(table.column("key").to_pylist(), table.column("image").to_pylist())
+    }
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_kept_images_are_read_back_by_position_unhashed_and_rejected_ones_not_at_all(tmp_path, monkeypatch, fmt):
+    import curation.job as job
+
+    write_input(tmp_path / "in", fmt, [jpeg(i) for i in range(6)])
+    shard, paths, source = scored_from_input(tmp_path, tmp_path / "in", rejected={1, 4})
+    scored = pq.read_table(tmp_path / "out" / "_work" / "scored" / f"{shard.shard_id}.parquet")
+    assert scored.column("image").null_count == 6  # the input holds them: not stored again
+    assert None not in scored.column("_image_at").to_pylist()
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("the input's images were hashed again")
+
+    monkeypatch.setattr(job, "restore_source_bytes", no_hashing)
+    asked: list[list[int]] = []
+    read_at = job.read_images_at
+    monkeypatch.setattr(job, "read_images_at", lambda shard, at, *a: asked.append(at) or read_at(shard, at, *a))
+    result = write_final_shard(shard, load_config(None, ()), paths)
+    assert (result["kept"], result["rejected"]) == (4, 2)
+    kept, rejected = output_images(tmp_path, "kept", shard), output_images(tmp_path, "rejected", shard)
+    assert kept == {k: v for k, v in source.items() if k in kept} and len(kept) == 4
+    assert set(rejected) == {k for k in source if k not in kept} and set(rejected.values()) == {None}
+    assert len(asked) == 1 and len(asked[0]) == 4  # only the kept rows' images were read
+    names = pq.read_schema(tmp_path / "out" / "kept" / f"part-{shard.shard_id}.parquet").names
+    assert not [n for n in names if n.startswith("_")]  # the bookkeeping columns stay in the work dir
+
+    write_final_shard(shard, load_config(None, ["output.rejected_images=true"]), paths)
+    assert output_images(tmp_path, "rejected", shard) == {k: source[k] for k in rejected}
+
+
+def test_an_input_touched_since_scoring_is_checked_by_hash_and_one_changed_is_refused(tmp_path, monkeypatch):
+    import os
+
+    import curation.job as job
+
+    images = [jpeg(i) for i in range(4)]
+    write_input(tmp_path / "in", "webdataset", images)
+    shard, paths, source = scored_from_input(tmp_path, tmp_path / "in")
+    tar = tmp_path / "in" / "00000.tar"
+    os.utime(tar, (1_000_000_000, 1_000_000_000))  # same bytes, another mtime (a copy, a touch)
+    hashed = []
+    restore = job.restore_source_bytes
+    monkeypatch.setattr(job, "restore_source_bytes", lambda *a: hashed.append(1) or restore(*a))
+    write_final_shard(shard, load_config(None, ()), paths)
+    assert hashed and output_images(tmp_path, "kept", shard) == source
+
+    images[2] = jpeg(9)  # another picture under the same member name
+    write_tar(tar, images)
+    with pytest.raises(UserError, match="changed since it was scored.*delete") as raised:
+        write_final_shard(shard, load_config(None, ()), paths)
+    assert "\n" not in str(raised.value)

@@ -49,6 +49,23 @@ def detect(listing: Listing) -> list[str]:
     return found
 
 
+def read_images_at(
+    shard: Shard, storage_options: dict, rows: list[int], max_shard_bytes: int
+) -> pa.ChunkedArray | None:
+    """The images of `rows` (row indices in the file), in that order. Arrow's streaming format has no
+    index of its batches: the file is read whole, and only the image column is looked at."""
+    with open_regular(shard.url, storage_options) as f:
+        data = f.read()
+    try:
+        table = ipc.open_stream(pa.BufferReader(data)).read_all()
+    except (pa.ArrowInvalid, OSError):
+        return None
+    column = table_columns(table.column_names).get("image")
+    if column is None or (rows and (min(rows) < 0 or max(rows) >= table.num_rows)):
+        return None
+    return image_values(table.column(column)).take(pa.array(rows, pa.int64()))
+
+
 def read(shard: Shard, storage_options: dict, budget: Budget) -> tuple[list[RawSample], pa.ChunkedArray]:
     with open_regular(shard.url, storage_options) as f:
         data = f.read()  # all the I/O here: what fails below is damage of the file itself

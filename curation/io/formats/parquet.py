@@ -4,6 +4,7 @@ no image) is read by the same code for format `urls`."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -64,6 +65,38 @@ def read_images(shard: Shard, storage_options: dict, max_shard_bytes: int) -> pa
                 chunks += _row_group_images(parquet, i, column, rows, budget)[0].chunks
             return pa.chunked_array(chunks, pa.binary())
         except Exception:  # noqa: BLE001 - damage, or an unusual column type: the full reader copes
+            source.raise_io_error()
+    return None
+
+
+def read_images_at(
+    shard: Shard, storage_options: dict, rows: list[int], max_shard_bytes: int
+) -> pa.ChunkedArray | None:
+    """The images of `rows` (row indices in the file), in that order: only the image column of the row
+    groups that hold them is read, page by page from the file. None when that fails (see read_images)."""
+    with TableSource(shard.url, storage_options, 0) as source:  # max_bytes 0: never the whole file
+        try:
+            parquet = source.parquet()
+            column = image_column(parquet.schema_arrow.names)
+            if column is None:
+                return None
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            starts = np.cumsum([0, *sizes])
+            wanted = np.asarray(rows, np.int64)
+            if len(wanted) and (wanted.min() < 0 or wanted.max() >= starts[-1]):
+                return None
+            groups = np.searchsorted(starts, wanted, side="right") - 1
+            chunks: list[pa.Array] = []
+            index = np.empty(len(wanted), np.int64)
+            base = 0
+            for group in np.unique(groups).tolist():
+                at = np.flatnonzero(groups == group)
+                values = image_values(parquet.read_row_group(group, columns=[column], use_threads=False).column(0))
+                index[at] = base + wanted[at] - starts[group]
+                chunks += values.chunks
+                base += len(values)
+            return pa.chunked_array(chunks, pa.binary()).take(pa.array(index))  # one copy of the bytes
+        except Exception:  # noqa: BLE001 - damage, or an unusual column type
             source.raise_io_error()
     return None
 

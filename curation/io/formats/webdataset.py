@@ -8,6 +8,8 @@ import json
 import posixpath
 import tarfile
 
+import pyarrow as pa
+
 from curation.errors import UserError
 from curation.io.readers import (
     CAPTION_EXTENSIONS,
@@ -100,6 +102,7 @@ class _TarSamples:
     filled in the open sample of that name starts a new sample of the same name."""
 
     def __init__(self, max_member_bytes: int, budget: Budget):
+        self.seekable = False  # an uncompressed tar: a member's offset in the stream is its offset in the file
         self.samples: list[RawSample] = []
         self._open: dict[str, RawSample] = {}
         self._reading: RawSample | None = None
@@ -134,6 +137,7 @@ class _TarSamples:
             self._reading = None
             if slot == "image":
                 sample.image = payload
+                sample.image_at = member.offset_data if self.seekable else None
             elif slot == "caption":
                 sample.caption = payload
             else:
@@ -187,6 +191,7 @@ def read(shard: Shard, storage_options: dict, budget: Budget) -> tuple[list[RawS
             tar = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_TarInfo, ignore_zeros=True)
         except _TAR_DAMAGE:
             return unreadable, None
+        grouper.seekable = getattr(tar.fileobj, "comptype", None) == "tar"
         with tar:
             try:
                 for member in tar:
@@ -198,6 +203,28 @@ def read(shard: Shard, storage_options: dict, budget: Budget) -> tuple[list[RawS
     if grouper.found_nothing() and grouper.samples:
         return unreadable, None  # damage and not one member: not a tar at all
     return grouper.samples, None
+
+
+def read_images_at(shard: Shard, storage_options: dict, offsets: list[int], max_shard_bytes: int) -> pa.Array | None:
+    """The image members' bytes at `offsets` (their data offsets in the tar, as `read` records them), each
+    up to the next member header's size field: one seek and one read per member, in file order, no other
+    member read. None when an offset holds no member header (the file is not the one that was read)."""
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    found: list[bytes | None] = [None] * len(offsets)
+    with open_regular(shard.url, storage_options) as f:
+        for i in order:
+            if offsets[i] < tarfile.BLOCKSIZE:
+                return None
+            f.seek(offsets[i] - tarfile.BLOCKSIZE)
+            header = f.read(tarfile.BLOCKSIZE)
+            try:
+                size = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape").size
+            except tarfile.HeaderError:
+                return None
+            if size > MAX_MEMBER_BYTES:
+                return None
+            found[i] = f.read(size)
+    return pa.array(found, pa.binary())
 
 
 def _split_member_name(name: str) -> tuple[str, str]:

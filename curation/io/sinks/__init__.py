@@ -1,7 +1,9 @@
 """Export sinks: training-ready layouts written from a finished output's kept/ rows (docs/export.md).
 
 One module per sink, registered in SINKS: `webdataset` (img2dataset's tars, which open_clip's trainer
-reads) and `embeddings` (clip-retrieval's .npy + metadata Parquet). A sink module has
+reads) and `embeddings` (clip-retrieval's .npy + metadata Parquet); and `rejected_images` (rejected/ with
+its image bytes read back from the input: `curate export --rejected-images`, whose `files` are rejected/'s,
+not kept/'s). A sink module has
 - DIRECTORY: where it writes under the output by default;
 - owns(relative path) -> bool: the files it writes (and may replace);
 - export(source, files, dest, settings, map_in_order) -> summary dict;
@@ -177,6 +179,7 @@ def open_for_writing(dest: Location, name: str):
 SINKS = {
     "webdataset": "curation.io.sinks.webdataset",
     "embeddings": "curation.io.sinks.embeddings",
+    "rejected_images": "curation.io.sinks.rejected_images",  # `curate export --rejected-images`: not a job format
 }
 
 

@@ -84,15 +84,30 @@ def test_bench_embed(ray_local):
 )  # the device decoder runs on CPU here
 def test_bench_pipeline(ray_local, decoding):
     figures, lines = last_json(
-        ["pipeline", "--n", "24", "--shard-size", "12", "--set", "model.batch_size=8", "--set", decoding]
+        [
+            "pipeline",
+            *("--n", "24", "--shard-size", "12", "--rounds", "2"),
+            *("--set", "model.batch_size=8", "--set", decoding),
+        ]
     )
-    assert figures["bench"] == "pipeline" and figures["shards"] == 2
-    assert figures["job_img_s"] > 0 and figures["bare_img_s"] > 0
+    assert figures["bench"] == "pipeline" and figures["shards"] == 2 and figures["rounds"] == 2
+    assert figures["job_img_s"] > 0 and figures["bare_img_s"] > figures["bare_write_img_s"] > 0
+    for side in ("bare", "bare_write", "job"):  # the medians of the interleaved rounds
+        rounds = figures["rounds_img_s"][side]
+        key = {"bare": "bare_img_s", "bare_write": "bare_write_img_s", "job": "job_img_s"}[side]
+        assert len(rounds) == 2 and figures[key] == pytest.approx(sum(rounds) / 2, abs=0.1)
     assert {"read", "decode", "embed", "commit"} <= set(figures["stages"])
     assert all(seconds >= 0 for seconds in figures["stages"].values())
     assert figures["stages"]["decode"] > 0 and figures["stages"]["embed"] > 0
     assert figures["ratio"] == pytest.approx(figures["job_img_s"] / figures["bare_img_s"], rel=1e-3, abs=1e-4)
-    assert any("stage time" in line for line in lines)
+    assert figures["ratio_write"] == pytest.approx(
+        figures["job_img_s"] / figures["bare_write_img_s"], rel=1e-3, abs=1e-4
+    )
+    assert 0 < figures["write_share"] < 1
+    assert figures["write_share"] == pytest.approx(
+        figures["phases"]["write_s"] / figures["job_seconds"], rel=1e-3, abs=1e-4
+    )
+    assert any("stage time" in line for line in lines) and sum("round" in line for line in lines) >= 2
 
 
 @pytest.mark.ray
