@@ -184,7 +184,6 @@ def scored_from_input(tmp_path, folder, rejected: set[int] = frozenset()):
     status = ["rejected" if i in rejected else s for i, s in enumerate(table.column("status").to_pylist())]
     table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
     commit_scored(shard.shard_id, table, paths, record_schema(16))
-    paths.work.write_bytes(pq_bytes(decisions_table([])), "decisions.parquet")
     return shard, paths, dict(zip(table.column("key").to_pylist(), images))
 
 
