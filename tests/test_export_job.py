@@ -158,7 +158,11 @@ def test_rejected_rows_name_their_bytes_and_the_export_reads_them_back_from_the_
     rejected = pq.read_table(output / "rejected")
     assert rejected.num_rows == manifest["funnel"]["rejected"] > 0
     assert rejected.column("image").null_count == rejected.num_rows  # output.rejected_images: false
-    inputs = {i["shard_id"]: i["url"] for i in manifest["inputs"]}
+    from curation.io.commit import Location
+    from curation.manifest import read_shards
+
+    shard_rows = read_shards(Location.of(str(output)), manifest, columns=["shard_id", "url"]).to_pylist()
+    inputs = {r["shard_id"]: r["url"] for r in shard_rows}
     assert set(rejected.column("source").to_pylist()) <= set(inputs)  # the source shard, by the manifest
     named = rejected.filter(rejected.column("sha256").is_valid())
     assert named.num_rows > 0.8 * rejected.num_rows and named.column("url").null_count == 0
