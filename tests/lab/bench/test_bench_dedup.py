@@ -56,3 +56,33 @@ def test_planted_data_is_what_the_docstring_says():
     np.fill_diagonal(distinct, False)
     assert sims[same].min() >= 0.995
     assert sims[distinct].max() < 0.95
+
+
+def test_scale_bench_runs_the_phases_in_a_fresh_driver_and_scores_the_planted_copies():
+    """`curate bench scale` on a few thousand rows: its driver (a child process with its own local Ray)
+    runs the real dedup and write phases; the planted copies are found and the figures are printed."""
+    from curation.lab.bench.scale import run_scale_bench
+
+    lines: list[str] = []
+    result = run_scale_bench(3000, 3, 16, scaling=False, log=lines.append)
+    n = result["n"]
+    assert n["rows"] == 3000 and n["shards"] == 3
+    assert n["precision"] >= 0.99 and n["recall"] >= 0.95 and n["missed"]["exact"] == 0
+    assert n["decisions"] >= 0.95 * 0.2 * 3000 and n["kept"] + n["decisions"] == 3000
+    assert 50 < n["driver_peak_mb"] < 4000 and "driver peak" in lines[0]
+
+
+def test_scale_bench_plants_the_copies_it_says(tmp_path):
+    import pyarrow.dataset as pads
+
+    from curation.lab.bench.scale import COPIES, fake_scored_shards
+
+    shards, copies = fake_scored_shards(tmp_path, 2000, 4, 8, seed=1)
+    table = pads.dataset(str(tmp_path / "out" / "_work" / "scored"), format="parquet").to_table()
+    assert table.num_rows == 2000 and len(shards) == 4
+    assert {kind: sum(1 for k in copies.values() if k == kind) for kind in COPIES} == {
+        kind: int(2000 * share) for kind, share in COPIES.items()
+    }
+    sha = dict(zip(table.column("key").to_pylist(), table.column("sha256").to_pylist()))
+    exact = [key for key, kind in copies.items() if kind == "exact"]
+    assert sum(list(sha.values()).count(sha[key]) == 2 for key in exact) == len(exact)  # each with its original
